@@ -1,0 +1,3 @@
+from codelearn.cli import run
+
+run()

@@ -1,0 +1,47 @@
+"""Terminal output: progress and status on stderr, results on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    """One line, in red, on stderr."""
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+
+
+def info(message: str) -> None:
+    err.print(message, soft_wrap=True)
+
+
+def print_json(data: object) -> None:
+    """Machine-readable output, exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator:
+    """A `progress(stage, done, total)` callback that drives rich bars on stderr."""
+    if not enabled or not err.is_terminal:
+        yield lambda stage, done, total: None
+        return
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update

@@ -1,0 +1,83 @@
+"""Text for the keyword index, and queries against it.
+
+SQLite FTS5's tokenizer splits `raw_decode` into `raw decode` but keeps
+`HTTPConnection` as one token, so identifiers get their camelCase parts added
+next to them; queries are turned into an OR of their meaningful terms, since
+an AND of every word in a question rarely matches anything.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+# Question words that carry no meaning for a code search.
+STOPWORDS = frozenset(
+    """a an and are as at be by can do does for from how i in into is it its of on or
+    the this that to what when where which who why with you your we our there their
+    should would could will code codebase function method class implemented implement
+    defined define find show me get gets use used using""".split()
+)
+
+
+def split_identifier(name: str) -> list[str]:
+    """`HTTPConnection` -> [HTTP, Connection]; `raw_decode` -> [raw, decode]."""
+    parts: list[str] = []
+    for piece in name.split("_"):
+        parts.extend(_CAMEL.findall(piece))
+    return [p for p in parts if p]
+
+
+def expand_identifiers(text: str) -> str:
+    """Append camelCase parts after each mixed-case identifier in `text`."""
+    extra: list[str] = []
+    for ident in set(_IDENT.findall(text)):
+        if ident.lower() != ident and ident.upper() != ident:
+            parts = split_identifier(ident)
+            if len(parts) > 1:
+                extra.append(" ".join(parts))
+    return text if not extra else text + "\n" + " ".join(extra)
+
+
+def path_words(path: str) -> str:
+    """Words of a path: `json/decoder.py` -> `json decoder py`."""
+    return " ".join(split_identifier(" ".join(_WORD.findall(path))) or _WORD.findall(path))
+
+
+def looks_like_identifier(token: str) -> bool:
+    """True for `raw_decode`, `HTTPConnection`, `os.path.join`, `getLogger`."""
+    if not _IDENT.fullmatch(token.replace(".", "_").replace("::", "_")):
+        return False
+    return "_" in token or "." in token or "::" in token or (
+        token.lower() != token and token[1:].lower() != token[1:]
+    )
+
+
+def query_terms(query: str) -> list[str]:
+    """The meaningful terms of a query, identifiers kept whole."""
+    terms: list[str] = []
+    for raw in re.findall(r"[A-Za-z0-9_.:]+", query):
+        token = raw.strip(".:")
+        if not token or token.lower() in STOPWORDS:
+            continue
+        terms.append(token)
+    return terms
+
+
+def fts_query(query: str) -> str:
+    """An FTS5 MATCH expression: OR of quoted terms (identifiers as phrases)."""
+    parts: list[str] = []
+    for term in query_terms(query):
+        words = _WORD.findall(term.replace(".", " ").replace("::", " "))
+        if not words:
+            continue
+        phrase = " ".join(words)
+        parts.append(f'"{phrase}"')
+        # camelCase identifiers are indexed both whole and split.
+        split = split_identifier(term)
+        if len(split) > 1 and "_" not in term:
+            parts.append('"' + " ".join(split) + '"')
+    return " OR ".join(dict.fromkeys(parts))

@@ -1,0 +1,169 @@
+"""Hybrid search: keyword (FTS5 bm25) and vector results fused by weighted RRF.
+
+Reciprocal-rank fusion alone can push an exact identifier hit out of the top
+results, so queries that look like identifiers weigh the keyword side up and
+chunks whose symbol is named in the query get a bonus. Test code is only
+keyword-indexed by default and ranks slightly below the code it tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from codelearn.index.catalog import Catalog, StoredChunk
+from codelearn.index.keywords import fts_query, looks_like_identifier, query_terms
+from codelearn.project import Project
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["hybrid", "keyword", "vector"]
+RRF_K = 30
+CANDIDATES = 60
+SYMBOL_BONUS = 0.05
+TEST_FACTOR = 0.8
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. `as_json` is the stable `--json` schema."""
+
+    path: str
+    source: str
+    start_line: int
+    end_line: int
+    symbol: str
+    kind: str
+    language: str
+    score: float
+    text: str
+    context: str
+    keyword_rank: int | None
+    vector_rank: int | None
+    chunk_id: int
+
+    def as_json(self) -> dict:
+        return {
+            "path": self.path, "source": self.source, "start_line": self.start_line,
+            "end_line": self.end_line, "symbol": self.symbol, "kind": self.kind,
+            "language": self.language, "score": round(self.score, 6),
+            "keyword_rank": self.keyword_rank, "vector_rank": self.vector_rank,
+            "context": self.context, "text": self.text,
+        }
+
+
+class Searcher:
+    """Answers queries against one project's index; cheap to call repeatedly."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.catalog = Catalog(project.catalog_path, readonly=True)
+        self._embedder = None
+        self._store = None
+        self._pending: tuple[list[str], np.ndarray] | None = None
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def search(self, query: str, k: int = 10, mode: Mode = "hybrid") -> list[Hit]:
+        """The k best chunks for a query."""
+        keyword = self.keyword_ranking(query) if mode != "vector" else []
+        vector = self.vector_ranking(query) if mode != "keyword" else []
+        if mode == "keyword":
+            fused = {cid: 1.0 / (RRF_K + r) for r, cid in enumerate(keyword, 1)}
+        elif mode == "vector":
+            fused = {cid: 1.0 / (RRF_K + r) for r, cid in enumerate(vector, 1)}
+        else:
+            fused = _fuse(keyword, vector, _keyword_weight(query))
+        chunks = self.catalog.chunks_by_id(fused)
+        scored = _adjust(fused, chunks, query)
+        best = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        kw_rank = {cid: r for r, cid in enumerate(keyword, 1)}
+        vec_rank = {cid: r for r, cid in enumerate(vector, 1)}
+        return [_hit(chunks[cid], score, kw_rank.get(cid), vec_rank.get(cid))
+                for cid, score in best]
+
+    def keyword_ranking(self, query: str) -> list[int]:
+        return [cid for cid, _ in self.catalog.keyword_search(fts_query(query), CANDIDATES)]
+
+    def vector_ranking(self, query: str) -> list[int]:
+        vec = self.embedder.embed_query(query)
+        scored = self._store_hits(vec) + self._pending_hits(vec)
+        scored.sort(key=lambda kv: -kv[1])
+        ids_by_key = self.catalog.chunk_ids_for_vectors([k for k, _ in scored])
+        ranking: list[int] = []
+        for key, _ in scored:
+            ranking.extend(sorted(ids_by_key.get(key, ())))  # unreferenced keys drop out
+        return ranking[:CANDIDATES]
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from codelearn.index.embedder import get_embedder
+
+            settings = self.project.settings
+            self._embedder = get_embedder(settings.embedder, threads=settings.threads or None)
+        return self._embedder
+
+    def _store_hits(self, vec: np.ndarray) -> list[tuple[str, float]]:
+        if self._store is None:
+            if not self.project.settings.chroma_url and not self.project.store_path.exists():
+                return []
+            from codelearn.index.indexer import open_store
+
+            self._store = open_store(self.project, self.embedder.name)
+        return self._store.query(vec, CANDIDATES)
+
+    def _pending_hits(self, vec: np.ndarray) -> list[tuple[str, float]]:
+        if self._pending is None:
+            self._pending = self.catalog.vectors_not_in_store()
+        keys, matrix = self._pending
+        if not keys:
+            return []
+        sims = matrix @ vec
+        top = np.argsort(-sims)[:CANDIDATES]
+        return [(keys[i], float(sims[i])) for i in top]
+
+
+def _keyword_weight(query: str) -> float:
+    """How much to trust keyword search for this query, relative to vectors."""
+    terms = query_terms(query)
+    if any(looks_like_identifier(t) for t in terms):
+        return 3.0
+    return 1.0
+
+
+def _fuse(keyword: list[int], vector: list[int], kw_weight: float) -> dict[int, float]:
+    fused: dict[int, float] = {}
+    for rank, cid in enumerate(keyword, 1):
+        fused[cid] = fused.get(cid, 0.0) + kw_weight / (RRF_K + rank)
+    for rank, cid in enumerate(vector, 1):
+        fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
+    return fused
+
+
+def _adjust(fused: dict[int, float], chunks: dict[int, StoredChunk], query: str) -> dict[int, float]:
+    named = {t.lower().replace("::", ".").split(".")[-1] for t in query_terms(query)}
+    named_full = {t.lower().replace("::", ".") for t in query_terms(query)}
+    out: dict[int, float] = {}
+    for cid, score in fused.items():
+        stored = chunks.get(cid)
+        if stored is None:
+            continue
+        symbol = stored.chunk.symbol.lower().replace("::", ".")
+        if symbol and (symbol in named_full or symbol.split(".")[-1] in named):
+            score += SYMBOL_BONUS
+        if stored.is_test:
+            score *= TEST_FACTOR
+        out[cid] = score
+    return out
+
+
+def _hit(stored: StoredChunk, score: float, kw: int | None, vec: int | None) -> Hit:
+    c = stored.chunk
+    return Hit(path=c.path, source=stored.source, start_line=c.start_line, end_line=c.end_line,
+               symbol=c.symbol, kind=c.kind, language=c.language, score=score, text=c.text,
+               context=c.context, keyword_rank=kw, vector_rank=vec, chunk_id=stored.id)

@@ -1,0 +1,50 @@
+"""Where codelearn keeps its state: one folder per repo, user dirs for the rest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STATE_DIR_NAME = ".codelearn"
+
+
+def find_repo_root(start: Path) -> Path:
+    """The enclosing git work tree's top, or `start` itself for a plain folder."""
+    start = start.resolve()
+    for candidate in (start, *start.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return start
+
+
+def state_dir(repo_root: Path, create: bool = False) -> Path:
+    """The repo's state folder; created with a `.gitignore` so git never sees it."""
+    path = repo_root / STATE_DIR_NAME
+    if create:
+        path.mkdir(exist_ok=True)
+        marker = path / ".gitignore"
+        if not marker.exists():
+            # A `*` inside the folder keeps it out of git without touching the
+            # user's tracked .gitignore (pytest's cache does the same).
+            marker.write_text("# created by codelearn\n*\n")
+    return path
+
+
+def user_data_dir() -> Path:
+    """Per-user data (models)."""
+    env = os.environ.get("CODELEARN_HOME")
+    if env:
+        return Path(env) / "data"
+    from platformdirs import user_data_dir as _dir
+
+    return Path(_dir("codelearn"))
+
+
+def user_cache_dir() -> Path:
+    """Per-user caches."""
+    env = os.environ.get("CODELEARN_HOME")
+    if env:
+        return Path(env) / "cache"
+    from platformdirs import user_cache_dir as _dir
+
+    return Path(_dir("codelearn"))
