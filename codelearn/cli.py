@@ -176,7 +176,11 @@ def watch(repo: Optional[Path] = RepoOption) -> None:
     """Re-index whenever files change (Ctrl-C stops)."""
     from codelearn.watch import watch as run_watch
 
+    from codelearn.index.indexer import run_index
+
     project = _project(repo)
+    with console.progress_bar() as progress:
+        console.info(_index_summary(run_index(project, wait=True, progress=progress)))
     console.info(f"Watching {project.root} (Ctrl-C to stop)")
     run_watch(project, debounce_ms=project.settings.watch_debounce_ms,
               on_run=lambda report: console.info(_index_summary(report)))
