@@ -1,0 +1,131 @@
+"""Indexing speed on the running Python's stdlib, copied into a temporary git repo.
+
+Prints a table: cold index, no-op re-index and one-file re-index (each timed as
+a whole `codelearn index` CLI process), and in-process search latency.
+
+    python benchmarks/index_stdlib.py [--keep DIR] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+IGNORE = shutil.ignore_patterns("site-packages", "__pycache__", "*.pyc", "*.pyo")
+QUERIES = [
+    "raw_decode", "HTTPConnection", "getLogger", "urlsplit", "SequenceMatcher",
+    "parse an email address into its parts", "how are cookies stored between requests",
+    "find the longest common subsequence of two lists", "rotate log files by size",
+    "quote a string for use in a shell command", "compress data with zlib",
+    "walk a directory tree", "convert a date to ISO 8601 text",
+]
+
+
+def git(repo: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
+           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+def make_corpus(dest: Path) -> Path:
+    """Copy Lib (without site-packages and caches) into a fresh git repo."""
+    shutil.copytree(sysconfig.get_paths()["stdlib"], dest, ignore=IGNORE, symlinks=True)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "stdlib")
+    return dest
+
+
+def timed_index(repo: Path, *extra: str) -> tuple[float, dict]:
+    """Wall seconds of a whole `codelearn index --json` process, and its report."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "codelearn", "index", "--json", "--repo",
+                           str(repo), *extra], capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    return took, json.loads(proc.stdout)
+
+
+def change_one_file(repo: Path, n: int) -> None:
+    """Edit one function body in a mid-sized module, a different edit each time."""
+    path = repo / "json" / "decoder.py"
+    text = path.read_text()
+    marker = "        return obj, end\n"
+    path.write_text(text.replace(marker, f"        _bench = {n}\n{marker}", 1))
+
+
+def search_latency(repo: Path, rounds: int = 5) -> list[float]:
+    from codelearn.index.search import Searcher
+    from codelearn.project import open_project
+
+    searcher = Searcher(open_project(repo))
+    for query in QUERIES:
+        searcher.search(query, k=10)  # warm-up: model load, caches
+    samples = []
+    for _ in range(rounds):
+        for query in QUERIES:
+            start = time.perf_counter()
+            searcher.search(query, k=10)
+            samples.append((time.perf_counter() - start) * 1000)
+    searcher.close()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, help="build the corpus here and keep it")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    base = args.keep or Path(tempfile.mkdtemp(prefix="codelearn-bench-")) / "Lib"
+    if base.exists():
+        shutil.rmtree(base)
+    repo = make_corpus(base)
+    files = int(subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True,
+                               text=True).stdout.count("\n"))
+
+    cold, report = timed_index(repo)
+    noop = [timed_index(repo)[0] for _ in range(args.runs)]
+    one = []
+    for n in range(args.runs):
+        change_one_file(repo, n)
+        took, one_report = timed_index(repo)
+        assert one_report["files_changed"] == 1, one_report
+        one.append(took)
+    latency = search_latency(repo)
+
+    from codelearn.index.status import index_status
+    from codelearn.project import open_project
+
+    info = index_status(open_project(repo))
+    rows = [
+        ("corpus", f"{files} files in git, {info['files_indexed']} indexed, {info['chunks']} chunks, "
+                   f"{info['vectors']} vectors"),
+        ("cold index (CLI process)", f"{cold:.1f} s  stages {report['seconds']}"),
+        ("no-op re-index (CLI, median)", f"{statistics.median(noop):.2f} s  all {[round(x, 2) for x in noop]}"),
+        ("one file changed (CLI, median)", f"{statistics.median(one):.2f} s  all {[round(x, 2) for x in one]}"),
+        ("search in process p50 / p95", f"{statistics.median(latency):.1f} ms / "
+                                        f"{sorted(latency)[int(len(latency) * 0.95)]:.1f} ms"),
+        ("index size", f"catalog {info['index_bytes'] / 1e6:.0f} MB, vectors "
+                       f"{info['vector_store_bytes'] / 1e6:.0f} MB"),
+        ("cpu cores", str(os.cpu_count())),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  result")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if not args.keep:
+        shutil.rmtree(base.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The command line: JSON schemas, settings precedence, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+from typer.testing import CliRunner
+
+from codelearn.cli import app
+from codelearn.config import Settings
+from conftest import make_repo
+from test_index import FILES
+
+runner = CliRunner()
+
+
+def run(*args: str, ok: bool = True):
+    result = runner.invoke(app, list(args))
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    repo = make_repo(tmp_path / "shop", FILES)
+    run("index", "--quiet", "--repo", str(repo))
+    return repo
+
+
+def test_search_json_schema(indexed):
+    hits = json.loads(run("search", "compute_total_with_tax", "--json", "-k", "3",
+                          "--repo", str(indexed)).stdout)
+    assert 1 <= len(hits) <= 3
+    first = hits[0]
+    assert first["path"] == "app/billing.py" and first["symbol"] == "compute_total_with_tax"
+    types = {"path": str, "source": str, "start_line": int, "end_line": int, "symbol": str,
+             "kind": str, "language": str, "score": float, "text": str, "context": str}
+    for hit in hits:
+        for key, typ in types.items():
+            assert isinstance(hit[key], typ), key
+        assert hit["start_line"] <= hit["end_line"]
+        assert hit["keyword_rank"] is None or isinstance(hit["keyword_rank"], int)
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_index_json_and_status_json(indexed):
+    report = json.loads(run("index", "--json", "--repo", str(indexed)).stdout)
+    assert report["ran"] and report["files_changed"] == 0
+    status = json.loads(run("status", "--json", "--repo", str(indexed)).stdout)
+    assert status["indexed"] and status["files_indexed"] == 5
+    assert status["files_by_source"] == {"repo": 5}
+    assert status["chunks"] > 5 and status["last_run"]["files_seen"] == 5
+
+
+def test_human_output(indexed):
+    out = run("search", "HTTPConnection", "--repo", str(indexed)).stdout
+    assert out.splitlines()[0].startswith(" 1. app/network.py:")
+    assert "chunks" in run("status", "--repo", str(indexed)).stdout
+
+
+def test_config_shows_origins(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "r", {"a.py": "x = 1\n"})
+    (repo / ".codelearn.toml").write_text("[codelearn]\nsearch_k = 7\nthreads = 1\n")
+    monkeypatch.setenv("CODELEARN_THREADS", "2")
+    data = json.loads(run("config", "--json", "--repo", str(repo)).stdout)
+    assert data["search_k"] == {"value": 7, "origin": f"repo config {repo / '.codelearn.toml'}"}
+    assert data["threads"] == {"value": 2, "origin": "environment"}
+    assert data["embedder"]["origin"] == "default"
+    assert set(data) == set(Settings.model_fields)
+
+
+def test_bad_settings_are_one_line_errors(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "r", {"a.py": "x = 1\n"})
+    (repo / ".codelearn.toml").write_text("[codelearn]\nsearch_kk = 7\n")
+    result = run("config", "--repo", str(repo), ok=False)
+    assert result.exit_code == 1
+    assert "Unknown setting 'search_kk'" in result.output and "search_k" in result.output
+    assert "Traceback" not in result.output
+    (repo / ".codelearn.toml").write_text("[codelearn]\n")
+    monkeypatch.setenv("CODELEARN_THREADS", "many")
+    result = run("config", "--repo", str(repo), ok=False)
+    assert result.exit_code == 1 and "threads" in result.output and "environment" in result.output
+
+
+def test_search_without_index_says_what_to_do(tmp_path):
+    repo = make_repo(tmp_path / "r", {"a.py": "x = 1\n"})
+    result = run("search", "x", "--repo", str(repo), ok=False)
+    assert result.exit_code == 1
+    assert "codelearn index" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_embedder_lists_choices(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "r", {"a.py": "x = 1\n"})
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "nope")
+    result = run("index", "--repo", str(repo), ok=False)
+    assert result.exit_code == 1 and "Unknown embedder 'nope'" in result.output
+    assert "default" in result.output
+
+
+def test_init_writes_a_complete_config_and_installs_hooks(tmp_path):
+    repo = make_repo(tmp_path / "r", {"a.py": "x = 1\n"})
+    run("init", "--repo", str(repo))
+    text = (repo / ".codelearn.toml").read_text()
+    assert tomllib.loads(text) == {"codelearn": {}}  # every setting present, commented out
+    for name in Settings.model_fields:
+        assert f"# {name} = " in text
+    uncommented = "\n".join(line[2:] if line.startswith(f"# {n} = ") else line
+                            for line in text.splitlines() for n in [line[2:].split(" ")[0]])
+    assert set(tomllib.loads(uncommented)["codelearn"]) == set(Settings.model_fields)
+    hooks = json.loads(run("hooks", "status", "--json", "--repo", str(repo)).stdout)
+    assert {h["name"]: h["state"] for h in hooks}["post-commit"] == "installed"
