@@ -152,8 +152,8 @@ def test_noop_reindex_does_nothing(repo):
 def test_one_changed_function_reembeds_only_that_chunk(repo):
     project = open_project(repo)
     run_index(project)
-    text = (repo / "app/billing.py").read_text().replace("subtotal * (1 + TAX_RATE)",
-                                                         "round(subtotal * (1 + TAX_RATE), 2)")
+    text = (repo / "app/billing.py").read_text().replace(
+        "Sum the invoice lines and add value-added tax.", "Sum the lines, then add sales tax.")
     (repo / "app/billing.py").write_text(text)
     report = run_index(project)
     assert report.files_changed == 1
@@ -309,3 +309,14 @@ def test_schema_mismatch_says_rebuild(repo):
         run_index(project)
     report = run_index(project, rebuild=True)
     assert report.files_changed == 5
+
+
+def test_changing_the_embedding_policy_reembeds_without_rechunking(repo, monkeypatch):
+    project = open_project(repo)
+    run_index(project)
+    monkeypatch.setenv("CODELEARN_EMBED_TESTS", "true")
+    report = run_index(open_project(repo))
+    assert report.files_changed == 0
+    assert report.vectors_embedded >= 1  # the test file's chunk is embedded now
+    rows = {(r[1], r[7] is None) for r in snapshot(project)}
+    assert ("tests/test_billing.py", False) in rows

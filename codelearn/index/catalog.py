@@ -16,12 +16,14 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from codelearn.errors import CodelearnError, SchemaMismatchError
 from codelearn.index.chunk import Chunk
 from codelearn.index.keywords import expand_identifiers, path_words, split_identifier
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA_VERSION = 1
 
@@ -258,6 +260,8 @@ class Catalog:
         return [PendingVector(r[0], Chunk(*r[1:])) for r in rows]
 
     def put_vectors(self, keys: Sequence[str], vectors: np.ndarray, in_store: bool) -> None:
+        import numpy as np
+
         self.db.executemany(
             "INSERT OR REPLACE INTO vectors(key, vec, in_store) VALUES(?,?,?)",
             ((k, v.astype(np.float32).tobytes(), int(in_store)) for k, v in zip(keys, vectors)))
@@ -337,6 +341,8 @@ def _stored(row: tuple) -> StoredChunk:
 
 
 def _unpack(rows: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray]:
+    import numpy as np
+
     if not rows:
         return [], np.zeros((0, 0), dtype=np.float32)
     keys = [r[0] for r in rows]

@@ -95,6 +95,11 @@ def _index_once(project: Project, *, rebuild: bool, progress: Progress) -> Index
         crashed = catalog.get_meta("run_state") == "running"
         catalog.set_meta("run_state", "running")
         embedder = _embedder(project)
+        policy = {"embedder": embedder.name, "embed_tests": project.settings.embed_tests}
+        if catalog.get_json("vector_policy") not in (None, policy):
+            with clock("rekey"):
+                _rekey(catalog, embedder.name, project.settings.embed_tests)
+        catalog.set_json("vector_policy", policy)
         catalog.set_meta("embedder", embedder.name)
         sync = _FileSync(project, catalog, embedder.name, report, progress)
         with clock("files"):
@@ -257,6 +262,17 @@ class _FileSync:
 def _same_blob(old: FileRecord, entry) -> bool:
     """Git vouches that the file still has the content we indexed."""
     return entry.blob is not None and old.status == "indexed" and old.content_hash == entry.blob
+
+
+def _rekey(catalog: Catalog, embedder_name: str, embed_tests: bool) -> None:
+    """Give every chunk the vec_key of the current embedder and test policy."""
+    updates = [
+        (vec_key(embedder_name, embed_text(c.chunk)) if embed_tests or not c.is_test else None,
+         c.id)
+        for c in catalog.iter_chunks()]
+    catalog.begin()
+    catalog.db.executemany("UPDATE chunks SET vec_key=? WHERE id=?", updates)
+    catalog.commit()
 
 
 def _embed_pending(catalog: Catalog, embedder, report: IndexReport, progress: Progress) -> None:

@@ -1,0 +1,240 @@
+"""Text embedders: the interface, the registry, and the text recipe for code chunks.
+
+An embedder turns texts into float32, L2-normalised vectors. Its `name` says
+which model *and* which text recipe made them (`minilm-int8-onnx@1`); the
+store keeps it next to the vectors, and a different name means re-embed.
+
+Embedding is the cost of a cold index, and it grows with tokens per chunk, so
+the indexer does not embed the raw chunk: it embeds `descriptor(...)`, about 31
+tokens: module and symbol as words, the docstring's first sentence, then the
+start of the code. benchmarks/EMBEDDERS.md has the measurements behind the
+recipe and the caps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+
+from codelearn.errors import CodelearnError
+
+if TYPE_CHECKING:  # numpy loads only when something is embedded
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Bump when `descriptor` changes what it produces: vectors made from the old
+#: recipe no longer match queries made the new way.
+RECIPE_VERSION = 2
+
+#: Default cap on the descriptor, in characters (about 4 per token: 64 tokens).
+DESCRIPTOR_MAX_CHARS = 160
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the indexer and the searcher need from an embedding backend."""
+
+    name: str  # model + recipe version, stored with the vectors
+    dim: int
+    max_tokens: int
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (len(texts), dim), L2-normalised rows, in input order."""
+        ...
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """float32 (dim,), L2-normalised."""
+        ...
+
+
+# --- registry -------------------------------------------------------------
+
+
+def _minilm(threads: int | None) -> Embedder:
+    from codelearn.index.onnx_embedder import MiniLMInt8Embedder
+
+    return MiniLMInt8Embedder(threads=threads)
+
+
+# Each entry: the name its vectors carry (model + recipe), and how to build it.
+# The name is known without loading the model, so a run with nothing to embed
+# never pays for onnxruntime.
+_REGISTRY: dict[str, tuple[str, Callable[[int | None], Embedder]]] = {
+    "minilm": (f"minilm-int8-onnx-t64@{RECIPE_VERSION}", _minilm),
+}
+_ALIASES = {"default": "minilm", "minilm-int8-onnx": "minilm"}
+
+
+def available() -> list[str]:
+    """The names `get_embedder` accepts."""
+    return sorted([*_REGISTRY, *_ALIASES])
+
+
+class LazyEmbedder:
+    """An embedder whose model loads on the first call that needs it."""
+
+    def __init__(self, name: str, factory: Callable[[int | None], Embedder],
+                 threads: int | None) -> None:
+        self.name = name
+        self._factory = factory
+        self._threads = threads
+        self._backend: Embedder | None = None
+
+    @property
+    def backend(self) -> Embedder:
+        if self._backend is None:
+            self._backend = self._factory(self._threads)
+            if self._backend.name != self.name:
+                raise CodelearnError(
+                    f"Embedder {self._backend.name!r} does not match its registry entry "
+                    f"{self.name!r}.", "This is a bug in codelearn; please report it.")
+        return self._backend
+
+    @property
+    def dim(self) -> int:
+        return self.backend.dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self.backend.max_tokens
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.backend.embed_documents(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.backend.embed_query(text)
+
+
+def get_embedder(name: str = "default", *, threads: int | None = None) -> Embedder:
+    """The embedder configured as `name` ("default", "minilm"), loaded lazily.
+
+    `threads` defaults to every core (os.cpu_count()).
+    """
+    key = _ALIASES.get(name, name)
+    entry = _REGISTRY.get(key)
+    if entry is None:
+        raise CodelearnError(
+            f"Unknown embedder {name!r}.",
+            f"Choose one of: {', '.join(available())}.",
+        )
+    vector_name, factory = entry
+    return LazyEmbedder(vector_name, factory, threads if threads else (os.cpu_count() or 1))
+
+
+# --- helpers shared by backends ---------------------------------------------
+
+
+def length_sorted_batches(
+    lengths: Sequence[int], *, max_batch: int = 128, token_budget: int = 8192
+) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length, shortest first.
+
+    A batch is padded to its longest member, so sorting cuts padding; the
+    token budget keeps long batches from growing large in memory.
+    """
+    import numpy as np
+
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < max_batch:
+            if (end - start + 1) * lengths[order[end]] > token_budget:
+                break
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
+
+
+# --- the text recipe --------------------------------------------------------
+
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_SELF = re.compile(r"\b(?:self|cls)\.")
+_DOCSTRING = re.compile(r'^\s*[rRbBuU]{0,2}("""|\'\'\'|"|\')(.*?)(\1|$)', re.S)
+
+
+def split_identifier(name: str) -> list[str]:
+    """`parse_HTTPHeaders2` -> ['parse', 'http', 'headers', '2']."""
+    words: list[str] = []
+    for part in name.split("_"):
+        words.extend(w.lower() for w in _CAMEL.findall(part))
+    return words
+
+
+def _signature(text: str) -> tuple[str, str]:
+    """The header line(s) of a def/class and the rest of the text."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines) and lines[i].lstrip().startswith("@"):
+        i += 1
+    head: list[str] = []
+    while i < len(lines):
+        head.append(lines[i].strip())
+        i += 1
+        if head[-1].endswith(":") or head[-1].endswith("{") or len(head) >= 6:
+            break
+    return " ".join(head), "\n".join(lines[i:])
+
+
+def _first_sentence(body: str) -> tuple[str, str]:
+    """The docstring's first sentence (if the body opens with one), and the rest."""
+    m = _DOCSTRING.match(body)
+    if not m:
+        return "", body
+    doc = " ".join(m.group(2).split())
+    cut = re.search(r"(?<=[.!?])\s", doc)
+    return (doc[: cut.start()] if cut else doc), body[m.end() :]
+
+
+def _module_words(path: str) -> list[str]:
+    parts = path.replace("\\", "/").rsplit(".", 1)[0].split("/")
+    if parts[-1] in ("__init__", "__main__", "mod", "index", "lib") and len(parts) > 1:
+        parts = parts[:-1]
+    return split_identifier(parts[-1]) if parts and parts[-1] else []
+
+
+def descriptor(
+    kind: str,
+    symbol: str,
+    context: str,
+    text: str,
+    path: str,
+    max_chars: int = DESCRIPTOR_MAX_CHARS,
+) -> str:
+    """The text to embed for a code chunk (recipe RECIPE_VERSION).
+
+    `module words: symbol words: docstring's first sentence: code`, the code
+    without its docstring, `self.` and underscores (each costs a token and says
+    nothing), whitespace collapsed, then cut to `max_chars` (the tokenizer cuts
+    again at the model's `max_tokens`). Most telling first, because the tail is
+    cut. Measured (benchmarks/EMBEDDERS.md): raw code beats a bag of
+    identifier words at the same token budget, so the code itself stays.
+    Non-code chunks (`section`, `text`) are embedded as their own text.
+    `context` is accepted for recipes to come; the symbol already carries the
+    class name.
+    """
+    if kind in ("section", "text") or not text.strip():
+        return " ".join(text.split())[:max_chars]
+    head, body = _signature(text)
+    doc, body = _first_sentence(body)
+    head = re.sub(r"^(async\s+)?def\s+", "", head)
+    code = _SELF.sub("", head + " " + body).replace("_", " ")
+    name = " ".join(split_identifier(symbol.replace(".", "_")))
+    module = " ".join(_module_words(path))
+    parts = [p for p in (module, name, doc[:120]) if p]
+    parts.append(" ".join(code.split()))
+    return ": ".join(parts)[:max_chars]

