@@ -34,7 +34,8 @@ class Settings(BaseModel):
     )
     embedder: str = Field(
         default="default",
-        description="Embedding backend for vector search (see `codelearn config --help`).",
+        description="Embedding backend for vector search: default (MiniLM int8 ONNX) or "
+        "none (keyword search only, no embedding cost).",
     )
     embed_tests: bool = Field(
         default=False,

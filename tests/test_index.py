@@ -320,3 +320,31 @@ def test_changing_the_embedding_policy_reembeds_without_rechunking(repo, monkeyp
     assert report.vectors_embedded >= 1  # the test file's chunk is embedded now
     rows = {(r[1], r[7] is None) for r in snapshot(project)}
     assert ("tests/test_billing.py", False) in rows
+
+
+def test_keyword_only_mode_embeds_nothing(repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
+    project = open_project(repo)
+    report = run_index(project)
+    assert report.vectors_embedded == 0
+    assert top(project, "compute_total_with_tax", 1) == ["compute_total_with_tax"]
+    from codelearn.errors import CodelearnError
+
+    with pytest.raises(CodelearnError, match="keyword"):
+        top(project, "anything", mode="vector")
+
+
+def test_grouped_module_statements_are_keyword_only(repo):
+    project = open_project(repo)
+    run_index(project)
+    kinds = {(r[2], r[7] is None) for r in snapshot(project) if r[1] == "app/network.py"}
+    assert ("module", True) in kinds and ("class", False) in kinds
+    assert "network" in Path(top_path(project, "import socket")).name
+
+
+def top_path(project, query: str) -> str:
+    searcher = Searcher(project)
+    try:
+        return searcher.search(query, k=1)[0].path
+    finally:
+        searcher.close()

@@ -69,10 +69,26 @@ _REGISTRY: dict[str, tuple[str, Callable[[int | None], Embedder]]] = {
 }
 _ALIASES = {"default": "minilm", "minilm-int8-onnx": "minilm"}
 
+#: The setting value that turns vector search off: keyword search only, and
+#: no embedding cost at all (for very large repos or slow machines).
+NO_EMBEDDER = "none"
+
+
+class _NoEmbedder:
+    name = NO_EMBEDDER
+    dim = 0
+    max_tokens = 0
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        raise CodelearnError("Vector search is off (embedder = none).",
+                             "Use --mode keyword, or set embedder = default.")
+
+    embed_query = embed_documents
+
 
 def available() -> list[str]:
     """The names `get_embedder` accepts."""
-    return sorted([*_REGISTRY, *_ALIASES])
+    return sorted([*_REGISTRY, *_ALIASES, NO_EMBEDDER])
 
 
 class LazyEmbedder:
@@ -115,6 +131,8 @@ def get_embedder(name: str = "default", *, threads: int | None = None) -> Embedd
 
     `threads` defaults to every core (os.cpu_count()).
     """
+    if name == NO_EMBEDDER:
+        return _NoEmbedder()
     key = _ALIASES.get(name, name)
     entry = _REGISTRY.get(key)
     if entry is None:

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from codelearn.index.catalog import Catalog, StoredChunk
+from codelearn.index.embedder import NO_EMBEDDER
 from codelearn.index.keywords import fts_query, looks_like_identifier, query_terms
 from codelearn.project import Project
 
@@ -70,6 +71,8 @@ class Searcher:
 
     def search(self, query: str, k: int = 10, mode: Mode = "hybrid") -> list[Hit]:
         """The k best chunks for a query."""
+        if self.project.settings.embedder == NO_EMBEDDER:
+            mode = "keyword" if mode == "hybrid" else mode
         keyword = self.keyword_ranking(query) if mode != "vector" else []
         vector = self.vector_ranking(query) if mode != "keyword" else []
         if mode == "keyword":
