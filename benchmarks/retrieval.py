@@ -44,6 +44,7 @@ import ast
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import statistics
@@ -212,8 +213,9 @@ class Baseline:
         from codelearn.index.embedder import get_embedder
 
         emb = get_embedder("default", threads=threads)
+        backend = getattr(emb, "backend", emb)  # get_embedder may wrap the model lazily
         try:  # the same model, with a longer window than the product's descriptors
-            emb = type(emb)(threads=threads, max_tokens=max_tokens)
+            emb = type(backend)(threads=threads or os.cpu_count(), max_tokens=max_tokens)
         except TypeError:
             print(f"  (embedder {emb.name} keeps its own token cap)", file=sys.stderr)
         self.embedder = emb

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 
 from codelearn.errors import CodelearnError
+from codelearn.index import keywords
 
 if TYPE_CHECKING:  # numpy loads only when something is embedded
     import numpy as np
@@ -180,17 +181,13 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 # --- the text recipe --------------------------------------------------------
 
-_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _SELF = re.compile(r"\b(?:self|cls)\.")
 _DOCSTRING = re.compile(r'^\s*[rRbBuU]{0,2}("""|\'\'\'|"|\')(.*?)(\1|$)', re.S)
 
 
 def split_identifier(name: str) -> list[str]:
     """`parse_HTTPHeaders2` -> ['parse', 'http', 'headers', '2']."""
-    words: list[str] = []
-    for part in name.split("_"):
-        words.extend(w.lower() for w in _CAMEL.findall(part))
-    return words
+    return [w.lower() for w in keywords.split_identifier(name)]
 
 
 def _signature(text: str) -> tuple[str, str]:
