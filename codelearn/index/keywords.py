@@ -9,6 +9,7 @@ an AND of every word in a question rarely matches anything.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -31,14 +32,18 @@ def split_identifier(name: str) -> list[str]:
     return [p for p in parts if p]
 
 
+@lru_cache(maxsize=1 << 16)
+def _camel_words(ident: str) -> str:
+    """`HTTPConnection` -> `HTTP Connection`; "" when there is nothing to split."""
+    if ident.lower() == ident or ident.upper() == ident:
+        return ""
+    parts = split_identifier(ident)
+    return " ".join(parts) if len(parts) > 1 else ""
+
+
 def expand_identifiers(text: str) -> str:
     """Append camelCase parts after each mixed-case identifier in `text`."""
-    extra: list[str] = []
-    for ident in set(_IDENT.findall(text)):
-        if ident.lower() != ident and ident.upper() != ident:
-            parts = split_identifier(ident)
-            if len(parts) > 1:
-                extra.append(" ".join(parts))
+    extra = [w for w in map(_camel_words, sorted(set(_IDENT.findall(text)))) if w]
     return text if not extra else text + "\n" + " ".join(extra)
 
 
