@@ -1,9 +1,13 @@
-"""Hybrid search: keyword (FTS5 bm25) and vector results fused by weighted RRF.
+"""Hybrid search: keyword (FTS5 bm25) and vector results fused by score.
 
-Reciprocal-rank fusion alone can push an exact identifier hit out of the top
-results, so queries that look like identifiers weigh the keyword side up and
-chunks whose symbol is named in the query get a bonus. Test code is only
+Each keyword hit scores its bm25 relative to the best hit (1.0 for the best),
+each vector hit a value that decays with its rank, and the two are mixed with
+the keyword side weighted up: on the stdlib dev sets this beat reciprocal-rank
+fusion, which let chunks found by both sides at middling ranks push a clear
+keyword winner (an exact identifier, a rare word) out of the top results.
+Chunks whose symbol is named in the query get a bonus; test code is only
 keyword-indexed by default and ranks slightly below the code it tests.
+benchmarks/retrieval.py measures all of this.
 """
 
 from __future__ import annotations
@@ -16,15 +20,16 @@ import numpy as np
 
 from codelearn.index.catalog import Catalog, StoredChunk
 from codelearn.index.embedder import NO_EMBEDDER
-from codelearn.index.keywords import fts_query, looks_like_identifier, query_terms
+from codelearn.index.keywords import fts_query, query_terms
 from codelearn.project import Project
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["hybrid", "keyword", "vector"]
-RRF_K = 30
 CANDIDATES = 60
-SYMBOL_BONUS = 0.05
+KEYWORD_WEIGHT = 0.7  # share of the keyword side; the vector side gets the rest
+VECTOR_DECAY = 0.1  # vector hit at rank r scores 1 / (1 + VECTOR_DECAY * (r - 1))
+SYMBOL_BONUS = 0.1
 TEST_FACTOR = 0.8
 
 
@@ -73,24 +78,25 @@ class Searcher:
         """The k best chunks for a query."""
         if self.project.settings.embedder == NO_EMBEDDER:
             mode = "keyword" if mode == "hybrid" else mode
-        keyword = self.keyword_ranking(query) if mode != "vector" else []
+        keyword = self.keyword_scores(query) if mode != "vector" else []
         vector = self.vector_ranking(query) if mode != "keyword" else []
-        if mode == "keyword":
-            fused = {cid: 1.0 / (RRF_K + r) for r, cid in enumerate(keyword, 1)}
-        elif mode == "vector":
-            fused = {cid: 1.0 / (RRF_K + r) for r, cid in enumerate(vector, 1)}
-        else:
-            fused = _fuse(keyword, vector, _keyword_weight(query))
+        weight = {"keyword": 1.0, "vector": 0.0}.get(mode, KEYWORD_WEIGHT)
+        fused = _fuse(keyword, vector, weight)
         chunks = self.catalog.chunks_by_id(fused)
         scored = _adjust(fused, chunks, query)
         best = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        kw_rank = {cid: r for r, cid in enumerate(keyword, 1)}
+        kw_rank = {cid: r for r, (cid, _) in enumerate(keyword, 1)}
         vec_rank = {cid: r for r, cid in enumerate(vector, 1)}
         return [_hit(chunks[cid], score, kw_rank.get(cid), vec_rank.get(cid))
                 for cid, score in best]
 
-    def keyword_ranking(self, query: str) -> list[int]:
-        return [cid for cid, _ in self.catalog.keyword_search(fts_query(query), CANDIDATES)]
+    def keyword_scores(self, query: str) -> list[tuple[int, float]]:
+        """(chunk id, bm25 relative to the best hit: 1.0 for the best), best first."""
+        hits = self.catalog.keyword_search(fts_query(query), CANDIDATES)
+        if not hits:
+            return []
+        best = hits[0][1] or -1e-9  # FTS5's bm25 is negative: lower is better
+        return [(cid, score / best) for cid, score in hits]
 
     def vector_ranking(self, query: str) -> list[int]:
         vec = self.embedder.embed_query(query)
@@ -131,20 +137,12 @@ class Searcher:
         return [(keys[i], float(sims[i])) for i in top]
 
 
-def _keyword_weight(query: str) -> float:
-    """How much to trust keyword search for this query, relative to vectors."""
-    terms = query_terms(query)
-    if any(looks_like_identifier(t) for t in terms):
-        return 3.0
-    return 1.0
-
-
-def _fuse(keyword: list[int], vector: list[int], kw_weight: float) -> dict[int, float]:
+def _fuse(keyword: list[tuple[int, float]], vector: list[int], kw_weight: float) -> dict[int, float]:
     fused: dict[int, float] = {}
-    for rank, cid in enumerate(keyword, 1):
-        fused[cid] = fused.get(cid, 0.0) + kw_weight / (RRF_K + rank)
+    for cid, relative in keyword:
+        fused[cid] = fused.get(cid, 0.0) + kw_weight * relative
     for rank, cid in enumerate(vector, 1):
-        fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
+        fused[cid] = fused.get(cid, 0.0) + (1.0 - kw_weight) / (1 + VECTOR_DECAY * (rank - 1))
     return fused
 
 
