@@ -85,15 +85,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="build the corpus here and keep it")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: reuse the indexed corpus there, skip the cold run")
     args = parser.parse_args()
     base = args.keep or Path(tempfile.mkdtemp(prefix="codelearn-bench-")) / "Lib"
-    if base.exists():
-        shutil.rmtree(base)
-    repo = make_corpus(base)
+    if args.reuse and (base / ".codelearn").exists():
+        repo = base
+        git(repo, "checkout", "-q", "--", ".")
+        cold, report = float("nan"), {"seconds": "skipped (--reuse)"}
+        timed_index(repo)
+    else:
+        if base.exists():
+            shutil.rmtree(base)
+        repo = make_corpus(base)
+        cold, report = timed_index(repo)
     files = int(subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True,
                                text=True).stdout.count("\n"))
 
-    cold, report = timed_index(repo)
     noop = [timed_index(repo)[0] for _ in range(args.runs)]
     one = []
     for n in range(args.runs):

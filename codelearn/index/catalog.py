@@ -286,6 +286,9 @@ class Catalog:
             sql += f" WHERE in_store={int(in_store)}"
         return {r[0] for r in self.db.execute(sql)}
 
+    def count_vectors(self) -> int:
+        return self.db.execute("SELECT count(*) FROM vectors INDEXED BY vectors_pending").fetchone()[0]
+
     def count_pending_store(self) -> int:
         return self.db.execute("SELECT count(*) FROM vectors WHERE in_store=0").fetchone()[0]
 
@@ -316,7 +319,7 @@ class Catalog:
             "files_by_source": sources,
             "chunks": q("SELECT count(*) FROM chunks").fetchone()[0],
             "chunks_by_language": languages,
-            "vectors": q("SELECT count(*) FROM vectors").fetchone()[0],
+            "vectors": self.count_vectors(),
             "vectors_pending_store": self.count_pending_store(),
             "files_with_redactions": redacted[0],
             "redactions": redacted[1],

@@ -97,7 +97,8 @@ def _index_once(project: Project, *, rebuild: bool, progress: Progress) -> Index
         catalog.set_meta("run_state", "running")
         embedder = _embedder(project)
         policy = {"embedder": embedder.name, "embed_tests": project.settings.embed_tests}
-        if catalog.get_json("vector_policy") not in (None, policy):
+        rekeyed = catalog.get_json("vector_policy") not in (None, policy)
+        if rekeyed:
             with clock("rekey"):
                 _rekey(catalog, embedder.name, project.settings.embed_tests)
         catalog.set_json("vector_policy", policy)
@@ -110,10 +111,15 @@ def _index_once(project: Project, *, rebuild: bool, progress: Progress) -> Index
                 sync.sync_source(source)
             for label in set(catalog.sources()) - set(labels):
                 sync.drop_source(label)
-        with clock("embed"):
-            _embed_pending(catalog, embedder, report, progress)
+        # Vectors can only be missing or stale if chunks changed now, the policy
+        # changed, or an earlier run died: a no-op run skips the table scans.
+        changed = bool(report.chunks_written or report.files_removed or rekeyed or crashed)
+        if changed:
+            with clock("embed"):
+                _embed_pending(catalog, embedder, report, progress)
         with clock("store"):
-            _maintain_store(project, catalog, embedder.name, report, crashed or rebuild, progress)
+            _maintain_store(project, catalog, embedder.name, report, crashed or rebuild,
+                            changed, progress)
         catalog.set_meta("run_state", "clean")
         catalog.set_json("last_run", {"finished": time.time(), **report.as_dict()})
         return report
@@ -303,12 +309,11 @@ def _embed_pending(catalog: Catalog, embedder, report: IndexReport, progress: Pr
 
 
 def _maintain_store(project: Project, catalog: Catalog, embedder_name: str,
-                    report: IndexReport, full: bool, progress: Progress) -> None:
+                    report: IndexReport, full: bool, changed: bool, progress: Progress) -> None:
     """Flush waiting vectors to Chroma, repair it after a crash, collect garbage."""
     waiting = catalog.count_pending_store()
-    unreferenced = catalog.unreferenced_vectors()
-    total = len(catalog.vector_keys())
-    collect = len(unreferenced) > max(2000, total // 4)
+    unreferenced = catalog.unreferenced_vectors() if changed or full else []
+    collect = bool(unreferenced) and len(unreferenced) > max(2000, catalog.count_vectors() // 4)
     if not (full or collect or waiting >= project.settings.store_flush_min):
         return
     store = open_store(project, embedder_name, repair=True)
