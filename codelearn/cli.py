@@ -162,7 +162,7 @@ def config(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) -> Non
     from codelearn.render import render_config
 
     project = _project(repo)
-    values = project.settings.model_dump()
+    values = project.settings.as_dict()
     if as_json:
         console.print_json({k: {"value": v, "origin": project.loaded.origins[k]}
                             for k, v in values.items()})

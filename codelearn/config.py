@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, Field, ValidationError
 
 from codelearn.errors import CodelearnError
 
@@ -22,49 +19,83 @@ REPO_CONFIG_NAME = ".codelearn.toml"
 ENV_PREFIX = "CODELEARN_"
 
 
-class Settings(BaseModel):
-    """Every knob codelearn has, each with a default and a description."""
+def _setting(default: Any, description: str) -> Any:
+    """A settings field: its default and the one line `codelearn config` shows."""
+    factory = (lambda: list(default)) if isinstance(default, list) else (lambda: default)
+    return field(default_factory=factory, metadata={"description": description})
 
-    model_config = {"extra": "forbid"}
 
-    libraries: list[str] = Field(
-        default_factory=list,
-        description="Internal libraries to index beside the repo: folders "
-        "(`../sdk`, `NAME=PATH`) or installed distributions (`python:mycompany-sdk`).",
-    )
-    embedder: str = Field(
-        default="default",
-        description="Embedding backend for vector search: default (MiniLM int8 ONNX) or "
-        "none (keyword search only, no embedding cost).",
-    )
-    embed_tests: bool = Field(
-        default=False,
-        description="Also embed chunks under test folders; they are always keyword-indexed.",
-    )
-    max_file_bytes: int = Field(
-        default=1_000_000, description="Files larger than this are skipped (bytes)."
-    )
-    ignore_file: str = Field(
-        default=".codelearnignore",
-        description="Gitignore-style file of paths to keep out of the index but not out of git.",
-    )
-    chroma_url: str = Field(
-        default="",
-        description="URL of a Chroma server (http://host:8000) to hold vectors; "
-        "empty keeps them on disk in the repo's state folder.",
-    )
-    store_flush_min: int = Field(
-        default=1000,
-        description="New vectors wait in the catalog (searched exactly) until this many "
-        "accumulate, then go to the vector store in one write.",
-    )
-    search_k: int = Field(default=10, description="Results `codelearn search` returns.")
-    threads: int = Field(
-        default=0, description="CPU threads for embedding; 0 picks all cores."
-    )
-    watch_debounce_ms: int = Field(
-        default=500, description="`codelearn watch` waits this long after a change."
-    )
+@dataclass(frozen=True)
+class Settings:
+    """Every knob codelearn has, each with a default and a description.
+
+    A plain dataclass rather than a pydantic model: this is loaded by every
+    command, including the one git hooks run after each commit, and pydantic's
+    import and model build cost ~0.1 s of that budget.
+    """
+
+    libraries: list[str] = _setting(
+        [], "Internal libraries to index beside the repo: folders "
+        "(`../sdk`, `NAME=PATH`) or installed distributions (`python:mycompany-sdk`).")
+    embedder: str = _setting(
+        "default", "Embedding backend for vector search: default (MiniLM int8 ONNX) or "
+        "none (keyword search only, no embedding cost).")
+    embed_tests: bool = _setting(
+        False, "Also embed chunks under test folders; they are always keyword-indexed.")
+    max_file_bytes: int = _setting(1_000_000, "Files larger than this are skipped (bytes).")
+    ignore_file: str = _setting(
+        ".codelearnignore",
+        "Gitignore-style file of paths to keep out of the index but not out of git.")
+    chroma_url: str = _setting(
+        "", "URL of a Chroma server (http://host:8000) to hold vectors; "
+        "empty keeps them on disk in the repo's state folder.")
+    store_flush_min: int = _setting(
+        1000, "New vectors wait in the catalog (searched exactly) until this many "
+        "accumulate, then go to the vector store in one write.")
+    search_k: int = _setting(10, "Results `codelearn search` returns.")
+    threads: int = _setting(0, "CPU threads for embedding; 0 picks all cores.")
+    watch_debounce_ms: int = _setting(500, "`codelearn watch` waits this long after a change.")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+SETTING_TYPES: dict[str, Any] = {f.name: f.type for f in fields(Settings)}
+SETTING_NAMES = tuple(SETTING_TYPES)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def describe(name: str) -> str:
+    """The one-line description of a setting."""
+    return next(f.metadata["description"] for f in fields(Settings) if f.name == name)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check or convert one value to the setting's type; raise ValueError if it won't go."""
+    kind = SETTING_TYPES[name]
+    if kind in ("bool", bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError("expected true or false")
+    if kind in ("int", int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ValueError("expected a whole number")
+    if kind in ("list[str]", list[str]):
+        if isinstance(value, str):
+            value = json.loads(value) if value.startswith("[") else [
+                part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise ValueError("expected a list of strings")
+    if isinstance(value, str):
+        return value
+    raise ValueError("expected a string")
 
 
 @dataclass(frozen=True)
@@ -88,27 +119,19 @@ def user_config_path() -> Path:
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
+    import tomllib
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
         raise CodelearnError(f"Cannot read {path}: {exc}.", "Fix or delete the file.") from exc
     return data.get("codelearn", data)
 
 
 def _from_env() -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
-        raw = os.environ.get(ENV_PREFIX + name.upper())
-        if raw is None:
-            continue
-        if field.annotation == list[str]:
-            values[name] = json.loads(raw) if raw.startswith("[") else [
-                part.strip() for part in raw.split(",") if part.strip()
-            ]
-        else:
-            values[name] = raw
-    return values
+    return {name: os.environ[ENV_PREFIX + name.upper()] for name in SETTING_NAMES
+            if ENV_PREFIX + name.upper() in os.environ}
 
 
 def load_settings(repo_root: Path | None, overrides: dict[str, Any] | None = None) -> LoadedSettings:
@@ -121,32 +144,26 @@ def load_settings(repo_root: Path | None, overrides: dict[str, Any] | None = Non
     layers.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
 
     merged: dict[str, Any] = {}
-    origins = {name: "default" for name in Settings.model_fields}
+    origins = {name: "default" for name in SETTING_NAMES}
     for origin, values in layers:
         for key, value in values.items():
-            if key not in Settings.model_fields:
+            if key not in SETTING_TYPES:
                 raise CodelearnError(
                     f"Unknown setting {key!r} in {origin}.",
-                    f"Valid settings: {', '.join(Settings.model_fields)}.",
+                    f"Valid settings: {', '.join(SETTING_NAMES)}.",
                 )
-            merged[key] = value
+            try:
+                merged[key] = _coerce(key, value)
+            except (ValueError, json.JSONDecodeError) as exc:
+                raise CodelearnError(
+                    f"Invalid value {value!r} for setting {key!r} (from {origin}): {exc}.",
+                    "Correct it, or run `codelearn config` to see every setting.",
+                ) from None
             origins[key] = origin
-    try:
-        settings = Settings(**merged)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else "?"
-        raise CodelearnError(
-            f"Invalid value for setting {key!r} (from {origins.get(key, '?')}): {err['msg']}.",
-            "Correct it, or run `codelearn config` to see every setting.",
-        ) from None
-    return LoadedSettings(settings, origins)
+    return LoadedSettings(Settings(**merged), origins)
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
     """(name, default, description) for every setting, for docs and `config`."""
-    rows = []
-    for name, field in Settings.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default
-        rows.append((name, json.dumps(default), field.description or ""))
-    return rows
+    defaults = Settings().as_dict()
+    return [(name, json.dumps(defaults[name]), describe(name)) for name in SETTING_NAMES]

@@ -44,10 +44,10 @@ def render_status(info: dict) -> None:
 
 def render_config(values: dict, origins: dict) -> None:
     """Print `codelearn config`."""
-    from codelearn.config import Settings
+    from codelearn.config import describe
 
     table = Table("setting", "value", "from", "description")
     for name, value in values.items():
-        desc = Settings.model_fields[name].description or ""
+        desc = describe(name)
         table.add_row(name, repr(value), origins[name], desc)
     out.print(table)
