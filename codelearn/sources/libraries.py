@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import re
 import sys
-from importlib import metadata
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING
 
 from codelearn.errors import CodelearnError
 from codelearn.sources import filters
 from codelearn.sources.gitfiles import work_tree_top
 from codelearn.sources.records import Source
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ def _folder_source(path: Path, name: str | None) -> Source:
 
 
 def _python_source(name: str) -> Source:
+    from importlib import metadata  # ~40 ms: only for `python:` libraries
+
     try:
         dist = metadata.distribution(name)
     except metadata.PackageNotFoundError:
@@ -96,6 +99,8 @@ def _is_source_file(path: str) -> bool:
 
 
 def _editable_folder(dist: metadata.Distribution) -> Path | None:
+    from urllib.parse import unquote, urlparse
+
     raw = dist.read_text("direct_url.json")
     if not raw:
         return None
@@ -111,6 +116,9 @@ def _editable_folder(dist: metadata.Distribution) -> Path | None:
 
 
 def _unknown_distribution(name: str) -> CodelearnError:
+    import difflib
+    from importlib import metadata
+
     hint = ""
     providers = metadata.packages_distributions().get(name.replace("-", "_"), [])
     if providers:
