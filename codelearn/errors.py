@@ -33,7 +33,3 @@ class SchemaMismatchError(CodelearnError):
             f"The {what} was written with schema {found}, this codelearn needs {expected}.",
             "Run `codelearn index --rebuild`.",
         )
-
-
-class IndexBusyError(CodelearnError):
-    """Another process holds the index writer lock."""

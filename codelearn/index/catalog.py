@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +148,10 @@ class Catalog:
         )
         return {row[1]: FileRecord(*row) for row in rows}
 
+    def count_skipped(self, source: str) -> int:
+        return self.db.execute("SELECT count(*) FROM files WHERE source=? AND status='skipped'",
+                               (source,)).fetchone()[0]
+
     def sources(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT source FROM files")]
 
@@ -271,11 +274,6 @@ class Catalog:
         rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else "")).fetchall()
         return _unpack(rows)
 
-    def vectors(self, keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
-        marks = ",".join("?" * len(keys))
-        return _unpack(self.db.execute(
-            f"SELECT key, vec FROM vectors WHERE key IN ({marks})", list(keys)).fetchall())
-
     def mark_in_store(self, keys: Sequence[str], in_store: bool = True) -> None:
         self.db.executemany("UPDATE vectors SET in_store=? WHERE key=?",
                             ((int(in_store), k) for k in keys))
@@ -350,7 +348,3 @@ def _unpack(rows: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray]:
         return [], np.zeros((0, 0), dtype=np.float32)
     keys = [r[0] for r in rows]
     return keys, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-
-
-def now() -> float:
-    return time.time()

@@ -15,10 +15,10 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from codelearn.errors import IndexBusyError
 from codelearn.index.catalog import Catalog, FileRecord
 from codelearn.index.chunk import Chunk
 from codelearn.index.embedder import NO_EMBEDDER
@@ -90,7 +90,7 @@ def _index_once(project: Project, *, rebuild: bool, progress: Progress) -> Index
     if rebuild:
         _wipe(project)
     report = IndexReport()
-    clock = _Clock(report)
+    clock = _timer(report)
     catalog = Catalog(project.catalog_path)
     try:
         crashed = catalog.get_meta("run_state") == "running"
@@ -127,21 +127,18 @@ def _index_once(project: Project, *, rebuild: bool, progress: Progress) -> Index
         catalog.close()
 
 
-class _Clock:
-    def __init__(self, report: IndexReport) -> None:
-        self.report = report
+def _timer(report: IndexReport):
+    """`with clock("stage"):` records the stage's seconds in the report."""
 
-    def __call__(self, name: str):
-        clock = self
+    @contextmanager
+    def clock(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            report.seconds[name] = round(time.perf_counter() - start, 3)
 
-        class _Timer:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.report.seconds[name] = round(time.perf_counter() - self.t, 3)
-
-        return _Timer()
+    return clock
 
 
 def _wipe(project: Project) -> None:
@@ -224,8 +221,7 @@ class _FileSync:
         except BaseException:
             self.catalog.db.execute("ROLLBACK")
             raise
-        self.report.files_skipped += sum(
-            1 for r in self.catalog.files(source.label).values() if r.status == "skipped")
+        self.report.files_skipped += self.catalog.count_skipped(source.label)
 
     def drop_source(self, label: str) -> None:
         self.catalog.begin()

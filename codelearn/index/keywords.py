@@ -52,15 +52,6 @@ def path_words(path: str) -> str:
     return " ".join(split_identifier(" ".join(_WORD.findall(path))) or _WORD.findall(path))
 
 
-def looks_like_identifier(token: str) -> bool:
-    """True for `raw_decode`, `HTTPConnection`, `os.path.join`, `getLogger`."""
-    if not _IDENT.fullmatch(token.replace(".", "_").replace("::", "_")):
-        return False
-    return "_" in token or "." in token or "::" in token or (
-        token.lower() != token and token[1:].lower() != token[1:]
-    )
-
-
 def query_terms(query: str) -> list[str]:
     """The meaningful terms of a query, identifiers kept whole."""
     terms: list[str] = []

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 class WriterLock:
@@ -52,13 +50,6 @@ class WriterLock:
         except FileNotFoundError:
             return False
 
-    def holder_pid(self) -> int | None:
-        try:
-            text = self.path.read_text().strip()
-            return int(text) if text else None
-        except (OSError, ValueError):
-            return None
-
     def is_held(self) -> bool:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -68,12 +59,3 @@ class WriterLock:
         finally:
             os.close(fd)
         return False
-
-    @contextmanager
-    def held(self, wait: bool = False) -> Iterator[bool]:
-        got = self.acquire(wait=wait)
-        try:
-            yield got
-        finally:
-            if got:
-                self.release()
