@@ -1,0 +1,1 @@
+"""Answer models: the curated catalogue, the user's registry, GGUF metadata, downloads."""
