@@ -52,3 +52,21 @@ def make_repo(root: Path, files: dict[str, str], message: str = "initial") -> Pa
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", message)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny quantized (Q4_0) Llama GGUF with a ChatML chat template, built once."""
+    from tinygguf import CHATML_TEMPLATE, build_tiny_gguf
+
+    dest = tmp_path_factory.mktemp("tiny-model") / "codelearn-tiny-q4_0.gguf"
+    return build_tiny_gguf(dest, chat_template=CHATML_TEMPLATE, quant="Q4_0")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_no_template(tmp_path_factory) -> Path:
+    """Like `tiny_model` but without a `tokenizer.chat_template` key."""
+    from tinygguf import build_tiny_gguf
+
+    dest = tmp_path_factory.mktemp("tiny-model-nt") / "codelearn-tiny-q4_0-nt.gguf"
+    return build_tiny_gguf(dest, chat_template=None, quant="Q4_0")
