@@ -1,0 +1,66 @@
+"""What an answer engine offers, whichever backend runs it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+Message = dict[str, str]
+
+
+@dataclass
+class GenerationStats:
+    """Counts and rates of one generation, for `--json` and the benchmark."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    ttft_s: float = 0.0  # from the request to the first piece of text
+    prompt_tok_s: float = 0.0
+    gen_tok_s: float = 0.0
+    total_s: float = 0.0
+
+    def as_json(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in vars(self).items()}
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_tokens: int = 512
+    temperature: float = 0.2
+    repeat_penalty: float = 1.1
+
+
+class ChatModel(Protocol):
+    """A chat model codelearn can prompt: a local GGUF or a llama.cpp server."""
+
+    name: str
+    backend: str
+    n_ctx: int
+    last_stats: GenerationStats
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def prompt_text(self, messages: list[Message]) -> str: ...
+
+    def prompt_tokens(self, messages: list[Message]) -> int: ...
+
+    def stream(self, messages: list[Message], options: SamplingOptions) -> Iterator[str]: ...
+
+    def close(self) -> None: ...
+
+
+def auto_threads(requested: int = 0) -> int:
+    """Threads for generation: all cores when idle, fewer when the machine is busy.
+
+    llama.cpp's OpenMP threads spin-wait for each other: with every core in use
+    by other work, 2 threads generated 3-20x slower than 1 (benchmarks/MODELS.md).
+    """
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy + 0.25)))
