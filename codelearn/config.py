@@ -53,8 +53,34 @@ class Settings:
         1000, "New vectors wait in the catalog (searched exactly) until this many "
         "accumulate, then go to the vector store in one write.")
     search_k: int = _setting(10, "Results `codelearn search` returns.")
-    threads: int = _setting(0, "CPU threads for embedding; 0 picks all cores.")
+    threads: int = _setting(
+        0, "CPU threads for embedding and for the answer model; 0 picks automatically "
+        "(all cores for embedding; for the model, fewer when the machine is busy).")
     watch_debounce_ms: int = _setting(500, "`codelearn watch` waits this long after a change.")
+    model: str = _setting(
+        "", "Answer model: a name from `codelearn models list` or a path to a .gguf file; "
+        "empty uses the repo's promoted trained model, else the `models use` choice, else the default.")
+    model_url: str = _setting(
+        "", "Base URL of a running llama.cpp server (http://host:8080) to answer instead of a "
+        "local model; its OpenAI-compatible endpoint is used.")
+    chat_format: str = _setting(
+        "", "Chat prompt format when the model file has no template of its own: chatml, "
+        "llama3, gemma, phi3 or llama2; empty uses the file's template or the catalogue's.")
+    context_size: int = _setting(
+        0, "Model context window in tokens; 0 picks min(the model's trained length, 4096).")
+    gpu_layers: int = _setting(
+        -1, "Layers offloaded to the GPU; -1 offloads all when llama.cpp was built with GPU "
+        "support, 0 keeps everything on the CPU.")
+    max_context: int = _setting(
+        1200, "Tokens of retrieved code put in the prompt (prompt speed on a CPU is about "
+        "100 tokens/s for a 0.5B model, so this sets the wait before the first word).")
+    answer_tokens: int = _setting(512, "Most tokens an answer may have; room kept for it in the window.")
+    ask_k: int = _setting(8, "Search hits considered for an answer before packing.")
+    temperature: float = _setting(0.2, "Sampling temperature for answers; 0 is greedy.")
+    repeat_penalty: float = _setting(1.1, "Penalty on repeated tokens (small models loop without it).")
+    multi_query: str = _setting(
+        "auto", "Let the model write extra search queries first: on, off, or auto "
+        "(on only for models the catalogue marks as good enough).")
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -86,6 +112,12 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         raise ValueError("expected a whole number")
+    if kind in ("float", float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            return float(value)  # ValueError says what is wrong
+        raise ValueError("expected a number")
     if kind in ("list[str]", list[str]):
         if isinstance(value, str):
             value = json.loads(value) if value.startswith("[") else [

