@@ -91,7 +91,8 @@ def main() -> None:
     parser.add_argument("--model", default="", help="model name or .gguf (default: what ask uses)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--max-context", type=int, default=1200)
+    parser.add_argument("--max-context", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the question set")
     args = parser.parse_args()
 
     import llama_cpp
@@ -111,8 +112,12 @@ def main() -> None:
     print(f"model {choice.name} ({choice.path}), threads {args.threads}, n_ctx {model.n_ctx}, "
           f"max_tokens {args.max_tokens}, load avg {os.getloadavg()[0]:.2f}", file=sys.stderr)
 
+    # Warm-up, untimed: imports, the embedder, the vector store, page cache, llama.cpp buffers.
+    warm = run_codelearn(conversation, "How are files read?")
+    run_raw(raw, warm["messages"][:1] + [{"role": "user", "content": "Say hi."}], 4, repeat_penalty)
+
     rows = []
-    for number, question in enumerate(QUESTIONS):
+    for number, question in enumerate(QUESTIONS * args.rounds):
         if number % 2 == 0:
             ours = run_codelearn(conversation, question)
             theirs = run_raw(raw, ours["messages"], args.max_tokens, repeat_penalty)

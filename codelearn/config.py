@@ -72,7 +72,7 @@ class Settings:
         -1, "Layers offloaded to the GPU; -1 offloads all when llama.cpp was built with GPU "
         "support, 0 keeps everything on the CPU.")
     max_context: int = _setting(
-        1200, "Tokens of retrieved code put in the prompt (prompt speed on a CPU is about "
+        1000, "Tokens of retrieved code put in the prompt (prompt speed on a CPU is about "
         "100 tokens/s for a 0.5B model, so this sets the wait before the first word).")
     answer_tokens: int = _setting(512, "Most tokens an answer may have; room kept for it in the window.")
     ask_k: int = _setting(8, "Search hits considered for an answer before packing.")

@@ -28,7 +28,7 @@ MULTI_QUERY_MODES = ("auto", "on", "off")
 @dataclass(frozen=True)
 class AskOptions:
     k: int = 8
-    max_context: int = 1200
+    max_context: int = 1000
     answer_tokens: int = 512
     temperature: float = 0.2
     repeat_penalty: float = 1.1
