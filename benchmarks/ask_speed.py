@@ -12,6 +12,7 @@ two alternates per question. Reported per question and as medians:
 - generation tokens/s = (tokens - 1) / (last token time - first token time).
 
     python benchmarks/ask_speed.py --repo /path/to/indexed/stdlib [--model NAME|PATH] [--threads 2]
+    python benchmarks/ask_speed.py --repo ... --cli 5    # whole processes instead (see `cli_pairs`)
 
 The corpus is the running Python's stdlib in a git repo indexed by codelearn
 (`python benchmarks/index_stdlib.py --keep DIR` makes one).
@@ -85,6 +86,62 @@ def run_raw(llm, messages, max_tokens: int, repeat_penalty: float) -> dict:
             "gen_tok_s": (tokens - 1) / (last - first) if last > first else 0.0, "text": "".join(parts)}
 
 
+RAW_SCRIPT = """
+import json, sys, llama_cpp
+prompt = json.load(open(sys.argv[2]))["prompt"]
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=4096, n_threads=int(sys.argv[3]),
+                      n_threads_batch=int(sys.argv[3]), verbose=False)
+for chunk in llm.create_completion(prompt, max_tokens=8, temperature=0, stream=True):
+    sys.stdout.write(chunk["choices"][0]["text"] or " ")
+    sys.stdout.flush()
+"""
+
+
+def first_byte_s(command: list[str], env: dict) -> float:
+    """Seconds from starting a process to the first byte on its stdout."""
+    import subprocess
+
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    process.stdout.read(1)
+    elapsed = time.perf_counter() - started
+    process.kill()
+    process.wait()
+    return elapsed
+
+
+def cli_pairs(args) -> None:
+    """Whole processes: `codelearn ask` (imports, index, model load, retrieval, prompt) against a
+    minimal script that loads the same GGUF and streams the same prompt text (taken from
+    `ask --show-context --json`), both to their first byte of answer."""
+    import json
+    import subprocess
+    import tempfile
+
+    env = {**os.environ, "CODELEARN_THREADS": str(args.threads), "CODELEARN_ANSWER_TOKENS": "8",
+           "CODELEARN_TEMPERATURE": "0", "CODELEARN_MAX_CONTEXT": str(args.max_context)}
+    codelearn = [sys.executable, "-m", "codelearn", "ask", "--repo", str(args.repo)]
+    if args.model:
+        codelearn += ["--model", args.model]
+    rows = []
+    for question in QUESTIONS[: args.cli]:
+        shown = json.loads(subprocess.run(codelearn + [question, "--json", "--show-context"], env=env,
+                                          capture_output=True, text=True, check=True).stdout)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump({"prompt": shown["prompt"]}, fh)
+        raw = [sys.executable, "-c", RAW_SCRIPT, shown["model"]["path"], fh.name, str(args.threads)]
+        ours = codelearn + [question]
+        raw_s, ours_s = first_byte_s(raw, env), first_byte_s(ours, env)
+        rows.append((question, shown["context"]["prompt_tokens"], raw_s, ours_s))
+        os.unlink(fh.name)
+    print("| question | prompt tok | raw script s | codelearn ask s | Δ s |")
+    print("|---|---|---|---|---|")
+    for question, tokens, raw_s, ours_s in rows:
+        print(f"| {question[:38]}… | {tokens} | {raw_s:.2f} | {ours_s:.2f} | {ours_s - raw_s:+.2f} |")
+    print(f"\nmedian Δ {statistics.median(o - r for _, _, r, o in rows):+.2f} s "
+          f"(process start to first answer byte)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, required=True, help="an indexed repo (the stdlib copy)")
@@ -93,7 +150,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-context", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the question set")
+    parser.add_argument("--cli", type=int, default=0, metavar="N",
+                        help="instead: N questions as whole processes (codelearn ask vs a raw script)")
     args = parser.parse_args()
+    if args.cli:
+        cli_pairs(args)
+        return
 
     import llama_cpp
 

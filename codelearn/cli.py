@@ -277,21 +277,21 @@ def _conversation(project, model: Optional[str], quiet: bool, **overrides):
 
 
 def _answer_turn(conversation, question: str, *, as_json: bool, stream: bool, context: bool):
-    from codelearn import render_ask
-
     prepared = conversation.prepare(question)
-    if context and not as_json:
-        render_ask.show_context(conversation.model.prompt_text(prepared.messages))
-    pieces = conversation.stream(prepared)
-    text = "".join(pieces) if as_json else render_ask.stream_answer(pieces, live=stream)
-    answer = conversation.finish(prepared, text)
     if as_json:
+        answer = conversation.finish(prepared, "".join(conversation.stream(prepared)))
         data = answer.as_json()
         if context:
             data["prompt"] = conversation.model.prompt_text(prepared.messages)
         console.print_json(data)
-    else:
-        render_ask.render_sources(answer)
+        return answer
+    from codelearn import render_ask  # rich.markdown: 0.3 s of imports, not needed for --json
+
+    if context:
+        render_ask.show_context(conversation.model.prompt_text(prepared.messages))
+    text = render_ask.stream_answer(conversation.stream(prepared), live=stream)
+    answer = conversation.finish(prepared, text)
+    render_ask.render_sources(answer)
     return answer
 
 

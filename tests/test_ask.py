@@ -232,6 +232,33 @@ def test_amx_builds_load_without_extra_buffer_types(tiny_model, monkeypatch):
         model.close()
 
 
+def test_warming_the_fixed_prompt_start_changes_nothing_but_the_work(indexed, tiny_model):
+    """The loader evaluates system rules + template ahead; answers must be identical."""
+    from codelearn.ask.prompt import prompt_head
+    from codelearn.llm.base import SamplingOptions
+    from codelearn.llm.llama_backend import LlamaModel
+
+    chat, loader = conversation(indexed, tiny_model)
+    try:
+        messages = chat.prepare(QUESTION).messages
+    finally:
+        chat.close()
+        loader.close()
+    options = SamplingOptions(16, 0.0, 1.0)
+    cold = LlamaModel(tiny_model, context_size=2048, threads=1)
+    warm = LlamaModel(tiny_model, context_size=2048, threads=1)
+    try:
+        warmed = warm.warm(*prompt_head())
+        assert warmed > 50  # the system rules at least
+        assert "".join(warm.stream(messages, options)) == "".join(cold.stream(messages, options))
+        assert warm.last_stats.prompt_tokens == cold.last_stats.prompt_tokens
+        assert cold.last_stats.cached_prompt_tokens == 0
+        assert warm.last_stats.cached_prompt_tokens == warmed
+    finally:
+        warm.close()
+        cold.close()
+
+
 # -- pieces ------------------------------------------------------------------------------
 
 def hit(path, start, end, text=None, symbol="", score=1.0, chunk_id=0):

@@ -348,3 +348,21 @@ def top_path(project, query: str) -> str:
         return searcher.search(query, k=1)[0].path
     finally:
         searcher.close()
+
+
+def test_exact_search_and_the_vector_store_agree(repo, monkeypatch):
+    """Small stores are searched exactly from the catalog; big ones through Chroma."""
+    from codelearn.index import search as search_module
+
+    project = open_project(repo, {"store_flush_min": 1})  # every vector goes to Chroma
+    run_index(project)
+    queries = ["sum invoice lines with tax", "open a TCP connection", "sleep longer between attempts"]
+    exact = [top(project, q, k=5, mode="vector") for q in queries]
+    monkeypatch.setattr(search_module, "EXACT_SEARCH_MAX", 0)
+    searcher = Searcher(project)
+    try:
+        through_store = [[h.symbol for h in searcher.search(q, k=5, mode="vector")] for q in queries]
+        assert searcher._store is not None  # the Chroma path really ran
+    finally:
+        searcher.close()
+    assert through_store == exact and all(exact)

@@ -55,7 +55,8 @@ def open_model(project: Project, override: str = "",
 
 
 class ModelLoader:
-    """Opens the model in a background thread; `get()` waits for it.
+    """Opens the model in a background thread and evaluates the fixed start of
+    the prompt there; `get()` waits for it.
 
     While llama-cpp-python loads a model it points the process's stdout and
     stderr at /dev/null (fd-level, to hide llama.cpp's own prints). Nothing may
@@ -73,6 +74,11 @@ class ModelLoader:
     def _run(self, project: Project, override: str) -> None:
         try:
             self._result = open_model(project, override)
+            warm = getattr(self._result[0], "warm", None)
+            if warm is not None:
+                from codelearn.ask.prompt import prompt_head
+
+                warm(*prompt_head())
         except BaseException as exc:  # re-raised in the caller's thread by get()
             self._error = exc
 

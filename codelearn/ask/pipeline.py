@@ -122,19 +122,28 @@ class Conversation:
 
     # -- retrieval -------------------------------------------------------------
     def retrieve(self, question: str) -> tuple[list[Hit], list[str]]:
-        """Hits for the question (and for model-written queries when enabled)."""
+        """Hits for the question (and for model-written queries when enabled).
+
+        The question is searched first: it needs no model, so it overlaps with
+        a model still loading; only model-written queries wait for the model.
+        """
         queries = [question]
         if self.history:  # a follow-up ("and its errors?") leans on the previous question
             queries.append(f"{self.history[-2]['content']} {question}")
-        if self.multi_query:
-            queries += self._written_queries(question)
         best: dict[int, Hit] = {}
+        self._search_into(best, queries)
+        if self.multi_query:
+            written = self._written_queries(question)
+            self._search_into(best, written)
+            queries += written
+        ranked = sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))
+        return ranked[: self.options.k * len(queries)], queries
+
+    def _search_into(self, best: dict[int, Hit], queries: list[str]) -> None:
         for query in queries:
             for hit in self.searcher.search(query, k=self.options.k):
                 if hit.chunk_id not in best or best[hit.chunk_id].score < hit.score:
                     best[hit.chunk_id] = hit
-        ranked = sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))
-        return ranked[: self.options.k * len(queries)], queries
 
     def _written_queries(self, question: str) -> list[str]:
         messages = [{"role": "user", "content": QUERY_WRITER.format(question=question)}]

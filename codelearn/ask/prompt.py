@@ -25,11 +25,22 @@ QUERY_WRITER = (
 )
 
 
+CONTEXT_LEAD = "Code from the repository:\n\n"
+
+
+def prompt_head() -> tuple[list[dict[str, str]], str]:
+    """Messages whose rendering begins like every first-turn prompt, and the marker
+    where the part that varies starts (see `LlamaModel.warm`)."""
+    marker = "\x00codelearn-varies\x00"
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": CONTEXT_LEAD + marker}], marker
+
+
 def user_message(question: str, excerpts: list[Excerpt]) -> str:
     if not excerpts:
         return f"{NO_CONTEXT}\n\nQuestion: {question}"
     context = "\n\n".join(excerpt.render() for excerpt in excerpts)
-    return f"Code from the repository:\n\n{context}\n\nQuestion: {question}"
+    return f"{CONTEXT_LEAD}{context}\n\nQuestion: {question}"
 
 
 def parse_queries(text: str, limit: int = 3) -> list[str]:

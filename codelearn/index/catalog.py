@@ -274,6 +274,17 @@ class Catalog:
         rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else "")).fetchall()
         return _unpack(rows)
 
+    def referenced_vectors(self, at_most: int) -> tuple[list[str], np.ndarray] | None:
+        """Every vector a chunk uses, or None when there are more than `at_most`."""
+        count = self.db.execute(
+            "SELECT COUNT(DISTINCT vec_key) FROM chunks WHERE vec_key IS NOT NULL").fetchone()[0]
+        if count > at_most:
+            return None
+        rows = self.db.execute(
+            "SELECT key, vec FROM vectors WHERE key IN "
+            "(SELECT vec_key FROM chunks WHERE vec_key IS NOT NULL)").fetchall()
+        return _unpack(rows)
+
     def mark_in_store(self, keys: Sequence[str], in_store: bool = True) -> None:
         self.db.executemany("UPDATE vectors SET in_store=? WHERE key=?",
                             ((int(in_store), k) for k in keys))
@@ -347,4 +358,4 @@ def _unpack(rows: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray]:
     if not rows:
         return [], np.zeros((0, 0), dtype=np.float32)
     keys = [r[0] for r in rows]
-    return keys, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    return keys, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)

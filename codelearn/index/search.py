@@ -30,6 +30,10 @@ CANDIDATES = 60
 KEYWORD_WEIGHT = 0.7  # share of the keyword side; the vector side gets the rest
 VECTOR_DECAY = 0.1  # vector hit at rank r scores 1 / (1 + VECTOR_DECAY * (r - 1))
 SYMBOL_BONUS = 0.1
+# Up to this many vectors, search exactly over the catalog's copy instead of
+# opening Chroma: reading 23k vectors from SQLite takes ~0.35 s where importing
+# and opening Chroma takes ~1.2 s, which a one-shot `ask` or `search` pays.
+EXACT_SEARCH_MAX = 40_000
 TEST_FACTOR = 0.8
 
 
@@ -70,6 +74,7 @@ class Searcher:
         self._embedder = None
         self._store = None
         self._pending: tuple[list[str], np.ndarray] | None = None
+        self._exact: tuple[list[str], np.ndarray] | None | bool = False  # False: not decided yet
 
     def close(self) -> None:
         self.catalog.close()
@@ -100,7 +105,13 @@ class Searcher:
 
     def vector_ranking(self, query: str) -> list[int]:
         vec = self.embedder.embed_query(query)
-        scored = self._store_hits(vec) + self._pending_hits(vec)
+        if self._exact is False:
+            self._exact = (None if self.project.settings.chroma_url
+                           else self.catalog.referenced_vectors(EXACT_SEARCH_MAX))
+        if self._exact is not None:
+            scored = _nearest(*self._exact, vec)
+        else:
+            scored = self._store_hits(vec) + self._pending_hits(vec)
         scored.sort(key=lambda kv: -kv[1])
         ids_by_key = self.catalog.chunk_ids_for_vectors([k for k, _ in scored])
         ranking: list[int] = []
@@ -113,8 +124,9 @@ class Searcher:
         if self._embedder is None:
             from codelearn.index.embedder import get_embedder
 
-            settings = self.project.settings
-            self._embedder = get_embedder(settings.embedder, threads=settings.threads or None)
+            # One thread: a query is one short text (~20 ms), and a thread pool
+            # would compete with the answer model loading beside it.
+            self._embedder = get_embedder(self.project.settings.embedder, threads=1)
         return self._embedder
 
     def _store_hits(self, vec: np.ndarray) -> list[tuple[str, float]]:
@@ -129,12 +141,16 @@ class Searcher:
     def _pending_hits(self, vec: np.ndarray) -> list[tuple[str, float]]:
         if self._pending is None:
             self._pending = self.catalog.vectors_not_in_store()
-        keys, matrix = self._pending
-        if not keys:
-            return []
-        sims = matrix @ vec
-        top = np.argsort(-sims)[:CANDIDATES]
-        return [(keys[i], float(sims[i])) for i in top]
+        return _nearest(*self._pending, vec)
+
+
+def _nearest(keys: list[str], matrix: np.ndarray, vec: np.ndarray) -> list[tuple[str, float]]:
+    """Exact cosine neighbours (vectors are normalised), best first."""
+    if not keys:
+        return []
+    sims = matrix @ vec
+    top = np.argsort(-sims)[:CANDIDATES]
+    return [(keys[i], float(sims[i])) for i in top]
 
 
 def _fuse(keyword: list[tuple[int, float]], vector: list[int], kw_weight: float) -> dict[int, float]:

@@ -14,6 +14,7 @@ class GenerationStats:
     """Counts and rates of one generation, for `--json` and the benchmark."""
 
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # evaluated earlier and reused from the KV cache
     generated_tokens: int = 0
     ttft_s: float = 0.0  # from the request to the first piece of text
     prompt_tok_s: float = 0.0

@@ -127,6 +127,29 @@ class LlamaModel:
     def prompt_tokens(self, messages: list[Message]) -> int:
         return len(self._prompt_ids(messages))
 
+    def warm(self, head: list[Message], marker: str) -> int:
+        """Evaluate the prompt's fixed beginning now (while the index is being searched).
+
+        `head` ends with a message whose content starts with `marker`; the
+        rendered text before the marker (system rules, template tokens) is the
+        same for every question, so `generate` later reuses its KV cache and
+        only the retrieved code and the question are left to evaluate.
+        Returns the tokens evaluated.
+        """
+        text = self.prompt_text(head)
+        cut = text.find(marker)
+        if cut <= 0:
+            return 0
+        ids = self.llm.tokenize(text[:cut].encode("utf-8"), add_bos=False, special=True)
+        if self.add_bos and (not ids or ids[0] != self.bos_id):
+            ids.insert(0, self.bos_id)
+        ids = ids[:-1]  # the last token may merge with what follows the cut
+        if not ids or len(ids) >= self.n_ctx // 2:
+            return 0
+        self.llm.reset()
+        self.llm.eval(ids)
+        return len(ids)
+
     # -- generating ----------------------------------------------------------
     def stream(self, messages: list[Message], options: SamplingOptions) -> Iterator[str]:
         ids = self._prompt_ids(messages)
@@ -135,25 +158,27 @@ class LlamaModel:
                 f"The prompt is {len(ids)} tokens but the model's window is {self.n_ctx}.",
                 "Lower --max-context, or raise the `context_size` setting.")
         max_tokens = max(1, min(options.max_tokens, self.n_ctx - len(ids)))
-        stats = GenerationStats(prompt_tokens=len(ids))
+        stats = GenerationStats(prompt_tokens=len(ids), cached_prompt_tokens=self._cached_prefix(ids))
         self.last_stats = stats
         llama_cpp = _llama_cpp()
-        llama_cpp.llama_perf_context_reset(self.llm._ctx.ctx)
         vocab = self.llm._model
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         started = time.perf_counter()
+        first = last = 0.0
         # Our own loop over `generate`: llama-cpp-python's streaming completion
         # re-detokenizes the whole answer for every token (quadratic; minutes on
         # long answers with split UTF-8); here each token is decoded once.
         tokens = self.llm.generate(ids, top_k=40, top_p=0.95, min_p=0.05, temp=options.temperature,
                                    repeat_penalty=options.repeat_penalty)
         for count, token in enumerate(tokens, 1):
+            last = time.perf_counter()
             if llama_cpp.llama_vocab_is_eog(vocab.vocab, token):
                 break
             stats.generated_tokens = count
+            if count == 1:
+                first = last
+                stats.ttft_s = first - started
             text = decoder.decode(vocab.detokenize([token]))
-            if stats.ttft_s == 0.0:
-                stats.ttft_s = time.perf_counter() - started
             if text:
                 yield text
             if count >= max_tokens:
@@ -162,10 +187,21 @@ class LlamaModel:
         if tail:
             yield tail
         stats.total_s = time.perf_counter() - started
-        perf = llama_cpp.llama_perf_context(self.llm._ctx.ctx)
-        evaluated = int(perf.n_p_eval)  # a reused KV prefix is not evaluated again
-        stats.prompt_tok_s = evaluated / (perf.t_p_eval_ms / 1000) if perf.t_p_eval_ms > 0 else 0.0
-        stats.gen_tok_s = perf.n_eval / (perf.t_eval_ms / 1000) if perf.t_eval_ms > 0 else 0.0
+        # Rates from the wall clock: llama.cpp's perf counters did not separate
+        # one request from the previous ones here.
+        if stats.ttft_s > 0:
+            stats.prompt_tok_s = (stats.prompt_tokens - stats.cached_prompt_tokens) / stats.ttft_s
+        if stats.generated_tokens > 1 and last > first:
+            stats.gen_tok_s = (stats.generated_tokens - 1) / (last - first)
+
+    def _cached_prefix(self, ids: list[int]) -> int:
+        """Prompt tokens already in the KV cache (a warmed head, an earlier chat turn)."""
+        cached = 0
+        for have, want in zip(self.llm._input_ids.tolist(), ids):
+            if have != want:
+                break
+            cached += 1
+        return min(cached, len(ids) - 1)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
