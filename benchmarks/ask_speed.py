@@ -206,7 +206,7 @@ def main() -> None:
           f"median gen tok/s raw {med(t['gen_tok_s'] for _, _, t, _ in rows):.1f}, codelearn "
           f"{med(o['gen_tok_s'] for _, o, _, _ in rows):.1f}, ratio "
           f"{med(o['gen_tok_s'] / t['gen_tok_s'] for _, o, t, _ in rows if t['gen_tok_s']):.3f}")
-    print(f"prompt eval (codelearn, llama.cpp perf counters, last question): "
+    print(f"prompt eval (codelearn, wall clock, last question): "
           f"{model.last_stats.prompt_tok_s:.1f} tok/s; generation {model.last_stats.gen_tok_s:.1f} tok/s")
 
 
