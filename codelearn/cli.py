@@ -289,7 +289,9 @@ def _answer_turn(conversation, question: str, *, as_json: bool, stream: bool, co
 
     if context:
         render_ask.show_context(conversation.model.prompt_text(prepared.messages))
-    text = render_ask.stream_answer(conversation.stream(prepared), live=stream)
+    waiting = (f"{conversation.choice.name} is reading {prepared.prompt_tokens} tokens of prompt "
+               f"({len(prepared.packed.excerpts)} excerpts)…")
+    text = render_ask.stream_answer(conversation.stream(prepared), live=stream, waiting=waiting)
     answer = conversation.finish(prepared, text)
     render_ask.render_sources(answer)
     return answer

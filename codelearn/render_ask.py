@@ -8,7 +8,7 @@ a terminal the text is written through as it arrives.
 from __future__ import annotations
 
 import sys
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from rich.live import Live
 from rich.markdown import Markdown
@@ -20,8 +20,25 @@ from codelearn.console import err, out
 REFRESH_PER_SECOND = 4
 
 
-def stream_answer(pieces: Iterable[str], live: bool) -> str:
+def _after_wait(pieces: Iterable[str], waiting: str) -> Iterator[str]:
+    """`pieces`, with a spinner on stderr (terminals only) until the first one arrives.
+
+    On a CPU the model reads the prompt for seconds before it writes anything.
+    """
+    iterator = iter(pieces)
+    if waiting and err.is_terminal:
+        with err.status(waiting, refresh_per_second=4):
+            first = next(iterator, None)
+    else:
+        first = next(iterator, None)
+    if first is not None:
+        yield first
+        yield from iterator
+
+
+def stream_answer(pieces: Iterable[str], live: bool, waiting: str = "") -> str:
     """Show the answer while it is generated; return the whole text."""
+    pieces = _after_wait(pieces, waiting)
     parts: list[str] = []
     if live and out.is_terminal:
         with Live(Markdown(""), console=out, refresh_per_second=REFRESH_PER_SECOND,
