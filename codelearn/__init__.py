@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "open_project", "run_index", "search"]
+__all__ = ["__version__", "answer", "open_project", "run_index", "search"]
 
 
 def open_project(start=None, overrides=None):
@@ -33,3 +33,26 @@ def search(project, query: str, k: int = 10, mode: str = "hybrid"):
         return searcher.search(query, k=k, mode=mode)
     finally:
         searcher.close()
+
+
+def answer(project, question: str, model: str = "", **options):
+    """What `codelearn ask` does, as a function (named `answer`: `codelearn.ask` is the package).
+
+    Answers `question` from the project's index; returns an `Answer` (see `.as_json()`).
+
+    `model` is a catalogue name or a .gguf path (default: what `codelearn ask`
+    would use); `options` override `AskOptions` fields (k, max_context,
+    answer_tokens, temperature, repeat_penalty, multi_query).
+    """
+    from codelearn.ask.engine import ModelLoader
+    from codelearn.ask.pipeline import AskOptions, Conversation
+
+    loader = ModelLoader(project, model)
+    try:
+        conversation = Conversation(project, AskOptions.from_settings(project.settings, **options), loader)
+        try:
+            return conversation.ask(question)
+        finally:
+            conversation.close()
+    finally:
+        loader.close()

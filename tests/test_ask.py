@@ -166,6 +166,16 @@ def test_multi_query_adds_model_written_queries(indexed, tiny_model):
         loader.close()
 
 
+def test_library_api_answers_without_a_terminal(indexed, tiny_model):
+    import codelearn
+
+    answer = codelearn.answer(codelearn.open_project(indexed), QUESTION, model=str(tiny_model),
+                           answer_tokens=8, max_context=300)
+    data = answer.as_json()
+    assert data["sources"][0]["path"] == "app/billing.py" and data["context"]["tokens"] <= 300
+    assert data["model"]["reason"] == "--model"
+
+
 # -- one-line errors ---------------------------------------------------------------------
 
 def one_line_error(result, *needles: str) -> None:

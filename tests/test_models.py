@@ -230,3 +230,20 @@ def test_use_info_and_rm_from_the_command_line(tiny_catalog, tiny_model, tmp_pat
     assert local.exists()
     missing = runner.invoke(app, ["models", "info", "no-such-model"])
     assert missing.exit_code == 1 and "models list" in missing.output
+
+
+def test_ask_with_no_model_named_joins_the_bundled_default_first(tiny_catalog, tiny_model, tmp_path):
+    from codelearn.index.indexer import run_index
+    from codelearn.project import open_project
+    from conftest import make_repo
+    from test_index import FILES
+
+    repo = make_repo(tmp_path / "shop", FILES)
+    run_index(open_project(repo))
+    first = runner.invoke(app, ["ask", "How is tax added?", "--no-stream", "--repo", str(repo)])
+    assert first.exit_code == 0, first.output
+    assert "Preparing model tiny-bundled" in first.output and "answered by tiny-bundled (default" in first.output
+    again = runner.invoke(app, ["ask", "How is tax added?", "--no-stream", "--repo", str(repo)])
+    assert again.exit_code == 0 and "Preparing model" not in again.output
+    pulled = runner.invoke(app, ["models", "pull", "tiny-bundled"])
+    assert pulled.exit_code == 0 and "already installed" in pulled.output
