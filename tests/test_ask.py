@@ -318,6 +318,16 @@ def test_no_citation_means_nothing_is_claimed():
     assert used_excerpts("It calls makedirs for parents.", excerpts(), []) == {1}
 
 
+def test_a_model_with_no_known_chat_format_is_refused_with_the_setting_to_use():
+    from codelearn.errors import CodelearnError
+    from codelearn.llm.templates import choose_format
+
+    with pytest.raises(CodelearnError) as caught:
+        choose_format(None, "", (), "", "")
+    assert "chat_format" in caught.value.fix
+    assert choose_format(None, "", (), "", "", override="llama3").name == "llama3"
+
+
 def test_parse_queries_strips_bullets_and_duplicates():
     assert parse_queries("1. dedent margin\n- `textwrap dedent`\n\n1. dedent margin\nx") == [
         "dedent margin", "textwrap dedent"]

@@ -109,7 +109,8 @@ def _render_jinja(source: str, messages: list[Message], bos: str, eos: str) -> s
                                        bos_token=bos, eos_token=eos, tools=None)
     except jinja2.TemplateError as exc:
         raise CodelearnError(f"The model's chat template failed: {exc}.",
-                             "Set a known format instead, e.g. `--template chatml`.") from exc
+                             "Set a known format instead: the `chat_format` setting, "
+                             "e.g. CODELEARN_CHAT_FORMAT=chatml.") from exc
 
 
 def choose_format(embedded: str | None, declared: str, markers: tuple[str, ...], bos: str, eos: str,
@@ -129,4 +130,5 @@ def choose_format(embedded: str | None, declared: str, markers: tuple[str, ...],
             return ChatFormat(MARKER_FAMILY[marker], None, bos, eos)
     raise CodelearnError(
         "The model file has no chat template and no chat tokens codelearn recognises.",
-        f"Name its format with `--template` ({', '.join(BUILTIN)}), or use an instruct model.")
+        f"Name its format with the `chat_format` setting ({', '.join(BUILTIN)}), "
+        "or use an instruct model.")
