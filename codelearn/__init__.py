@@ -44,15 +44,7 @@ def answer(project, question: str, model: str = "", **options):
     would use); `options` override `AskOptions` fields (k, max_context,
     answer_tokens, temperature, repeat_penalty, multi_query).
     """
-    from codelearn.ask.engine import ModelLoader
-    from codelearn.ask.pipeline import AskOptions, Conversation
+    from codelearn.ask.pipeline import AskOptions, open_conversation
 
-    loader = ModelLoader(project, model)
-    try:
-        conversation = Conversation(project, AskOptions.from_settings(project.settings, **options), loader)
-        try:
-            return conversation.ask(question)
-        finally:
-            conversation.close()
-    finally:
-        loader.close()
+    with open_conversation(project, AskOptions.from_settings(project.settings, **options), model) as chat:
+        return chat.ask(question)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -246,14 +247,12 @@ def _ensure_model_files(project, override: Optional[str], quiet: bool) -> None:
     """Join a bundled model on first use, with a progress bar (the loader runs in a thread)."""
     if project.settings.model_url and not override:
         return
-    from codelearn.models.registry import Registry, pending_install
+    from codelearn.models.registry import Registry, install, pending_install
 
     registry = Registry()
     name = pending_install(registry, override or project.settings.model, project.key)
     if name is None:
         return
-    from codelearn.models.registry import install
-
     if not quiet:
         console.info(f"Preparing model {name} (first use: joining and checking its weights).")
     with console.progress_bar(enabled=not quiet) as progress:
@@ -261,19 +260,16 @@ def _ensure_model_files(project, override: Optional[str], quiet: bool) -> None:
                 progress=lambda done, total: progress("verifying " + name, done, total))
 
 
+@contextlib.contextmanager
 def _conversation(project, model: Optional[str], quiet: bool, **overrides):
-    from codelearn.ask.engine import ModelLoader
-    from codelearn.ask.pipeline import AskOptions, Conversation
+    """Index and model files made ready (with progress), then the conversation."""
+    from codelearn.ask.pipeline import AskOptions, open_conversation
 
     options = AskOptions.from_settings(project.settings, **overrides)
     _ensure_index(project, quiet)
     _ensure_model_files(project, model, quiet)
-    loader = ModelLoader(project, model or "")
-    try:
-        return Conversation(project, options, loader), loader
-    except BaseException:
-        loader.close()  # the load hides stdout/stderr: wait before the error is printed
-        raise
+    with open_conversation(project, options, model or "") as conversation:
+        yield conversation
 
 
 def _answer_turn(conversation, question: str, *, as_json: bool, stream: bool, context: bool):
@@ -312,12 +308,8 @@ def ask(
 ) -> None:
     """Answer a question from the code, with `path:line` sources (local model, offline)."""
     project = _project(repo)
-    conversation, loader = _conversation(project, model, as_json, k=k, max_context=max_context)
-    try:
+    with _conversation(project, model, as_json, k=k, max_context=max_context) as conversation:
         _answer_turn(conversation, question, as_json=as_json, stream=not no_stream, context=show_context)
-    finally:
-        conversation.close()
-        loader.close()
 
 
 @app.command()
@@ -331,9 +323,9 @@ def chat(
 ) -> None:
     """A conversation about the code; each turn retrieves afresh. /reset forgets, /exit leaves."""
     project = _project(repo)
-    conversation, loader = _conversation(project, model, False, k=k, max_context=max_context)
-    console.info("Ask about the code. /reset starts over, /exit (or Ctrl-D) leaves.")
-    try:
+    with _conversation(project, model, False, k=k, max_context=max_context) as conversation:
+        conversation.model  # noqa: B018 - wait for the load: it hides the terminal meanwhile
+        console.info("Ask about the code. /reset starts over, /exit (or Ctrl-D) leaves.")
         while True:
             try:
                 question = console.out.input("[bold]> [/]").strip()
@@ -347,9 +339,6 @@ def chat(
                 continue
             if question:
                 _answer_turn(conversation, question, as_json=False, stream=True, context=show_context)
-    finally:
-        conversation.close()
-        loader.close()
 
 
 # -- models ------------------------------------------------------------------------

@@ -153,6 +153,7 @@ def test_chat_command_answers_each_turn(indexed, tiny_model):
                            input=f"{QUESTION}\n/reset\nretry with backoff\n/exit\n")
     assert result.exit_code == 0, result.output
     assert result.output.count("Sources") == 2 and "Forgot the conversation." in result.output
+    assert result.output.startswith("Ask about the code.")
 
 
 def test_multi_query_adds_model_written_queries(indexed, tiny_model):

@@ -8,9 +8,10 @@ progress between them: `prepare` (retrieve and build the prompt), `stream`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from codelearn.ask.citations import Citation, find_citations, used_excerpts
 from codelearn.ask.context import Packed, merge_hits, pack
@@ -207,3 +208,23 @@ class Conversation:
     def ask(self, question: str) -> Answer:
         prepared = self.prepare(question)
         return self.finish(prepared, "".join(self.stream(prepared)))
+
+
+@contextlib.contextmanager
+def open_conversation(project: Project, options: AskOptions, model: str = "") -> Iterator[Conversation]:
+    """A conversation whose model loads in the background; both are closed on exit.
+
+    The loader is closed (waited for) before any error leaves: while
+    llama-cpp-python loads a model, the process's output goes to /dev/null.
+    """
+    from codelearn.ask.engine import ModelLoader
+
+    loader = ModelLoader(project, model)
+    try:
+        conversation = Conversation(project, options, loader)
+        try:
+            yield conversation
+        finally:
+            conversation.close()
+    finally:
+        loader.close()
