@@ -102,13 +102,13 @@ def download(url: str, dest: Path, *, sha256: str | None = None,
             part.unlink()
             return download(url, dest, sha256=sha256, progress=progress, token=token,
                             timeout=timeout)
-        hasher = _hash_file(part)
+        hasher = hash_file(part)
         _report(progress, have, have)
         got = _finish(part, dest, hasher, have, have, expected)
         return Downloaded(dest, got, have, resumed_from=have)
     with reply.response:
         _check_disk_space(part.parent, reply, reclaimable=0 if reply.start else have)
-        hasher = _hash_file(part) if reply.start else hashlib.sha256()
+        hasher = hash_file(part) if reply.start else hashlib.sha256()
         size = _stream(reply, part, hasher, progress)
     got = _finish(part, dest, hasher, size, reply.total, expected)
     return Downloaded(dest, got, size, resumed_from=reply.start)
@@ -248,12 +248,16 @@ def _check_disk_space(folder: Path, reply: _Reply, reclaimable: int) -> None:
             f"Free at least {_mib(needed - free)} on that disk and run the command again.")
 
 
-def _hash_file(path: Path):
-    """A sha256 object fed with the file's bytes (the part already on disk)."""
+def hash_file(path: Path, progress: Progress | None = None):
+    """A sha256 object fed with the file's bytes (a part already on disk, an installed model)."""
     hasher = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
     with path.open("rb") as stream:
         while chunk := stream.read(CHUNK_BYTES):
             hasher.update(chunk)
+            done += len(chunk)
+            _report(progress, done, total)
     return hasher
 
 

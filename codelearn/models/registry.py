@@ -57,16 +57,9 @@ def _now() -> str:
 
 
 def sha256_file(path: Path, progress: Progress | None = None) -> str:
-    digest = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-            done += len(block)
-            if progress:
-                progress(done, total)
-    return digest.hexdigest()
+    from codelearn.models.download import hash_file
+
+    return hash_file(path, progress).hexdigest()
 
 
 class Registry:
