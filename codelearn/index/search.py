@@ -74,7 +74,8 @@ class Searcher:
         self._embedder = None
         self._store = None
         self._pending: tuple[list[str], np.ndarray] | None = None
-        self._exact: tuple[list[str], np.ndarray] | None | bool = False  # False: not decided yet
+        self._exact: tuple[list[str], np.ndarray] | None = None  # all vectors, when searched exactly
+        self._exact_decided = False
 
     def close(self) -> None:
         self.catalog.close()
@@ -105,9 +106,10 @@ class Searcher:
 
     def vector_ranking(self, query: str) -> list[int]:
         vec = self.embedder.embed_query(query)
-        if self._exact is False:
-            self._exact = (None if self.project.settings.chroma_url
-                           else self.catalog.referenced_vectors(EXACT_SEARCH_MAX))
+        if not self._exact_decided:
+            self._exact_decided = True
+            if not self.project.settings.chroma_url:
+                self._exact = self.catalog.referenced_vectors(EXACT_SEARCH_MAX)
         if self._exact is not None:
             scored = _nearest(*self._exact, vec)
         else:
