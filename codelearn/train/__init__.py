@@ -1,0 +1,1 @@
+"""Fine-tuning the answer model on the repo."""
