@@ -18,11 +18,11 @@ class CodelearnError(Exception):
 class MissingExtraError(CodelearnError):
     """An optional dependency is not installed."""
 
-    def __init__(self, module: str, extra: str) -> None:
-        super().__init__(
-            f"{module} is not installed.",
-            f"Install it with: pip install 'codelearn[{extra}]'",
-        )
+    def __init__(self, module: str, extra: str = "") -> None:
+        fix = (f"Install it with: pip install 'codelearn[{extra}]'" if extra else
+               "It is a core dependency, so the install is incomplete: pip install --force-reinstall codelearn")
+        super().__init__(f"{module} is not installed.", fix)
+        self.extra = extra
 
 
 class SchemaMismatchError(CodelearnError):

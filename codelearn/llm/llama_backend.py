@@ -27,7 +27,7 @@ def _llama_cpp():
     try:
         import llama_cpp
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise MissingExtraError("llama-cpp-python", "ask") from exc
+        raise MissingExtraError("llama-cpp-python") from exc
     return llama_cpp
 
 
@@ -75,7 +75,8 @@ class LlamaModel:
     backend = "llama.cpp"
 
     def __init__(self, path: Path, *, name: str = "", declared_format: str = "", format_override: str = "",
-                 context_size: int = 0, threads: int = 0, gpu_layers: int = -1) -> None:
+                 context_size: int = 0, threads: int = 0, gpu_layers: int = -1,
+                 lora_path: Path | None = None) -> None:
         self.path = Path(path)
         self.info: GGUFInfo = read_gguf_info(self.path)
         self.name = name or self.info.name
@@ -89,7 +90,8 @@ class LlamaModel:
             try:
                 self.llm = llama_cpp.Llama(
                     model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
-                    n_threads_batch=self.threads, n_gpu_layers=self.gpu_layers, verbose=False)
+                    n_threads_batch=self.threads, n_gpu_layers=self.gpu_layers, verbose=False,
+                    **({"lora_path": str(lora_path)} if lora_path else {}))
             except (ValueError, RuntimeError) as exc:
                 raise CodelearnError(
                     f"llama.cpp could not load {self.path} ({exc}).",
@@ -206,3 +208,173 @@ class LlamaModel:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.llm.close()
+
+
+@contextlib.contextmanager
+def _quiet_llama_log():
+    """llama.cpp's own warnings (a vocab-only load warns about its context) stay off the terminal:
+    they are written by C code straight to file descriptor 2, so it is pointed at /dev/null."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _load(path: Path, **kwargs):
+    """`Llama(...)` with the AMX guard and one error for files llama.cpp refuses."""
+    llama_cpp = _llama_cpp()
+    with _LOAD_LOCK, _safe_model_params(llama_cpp), _quiet_llama_log():
+        try:
+            return llama_cpp.Llama(model_path=str(path), verbose=False, **kwargs)
+        except (ValueError, RuntimeError) as exc:
+            raise CodelearnError(
+                f"llama.cpp could not load {path} ({exc}).",
+                "The file may be truncated or not a model llama.cpp knows.") from exc
+
+
+class LlamaVocab:
+    """A GGUF's tokenizer and chat format only (no weights): fast to open."""
+
+    def __init__(self, path: Path, *, format_override: str = "", declared_format: str = "") -> None:
+        self.path = Path(path)
+        self.info = read_gguf_info(self.path)
+        self.llm = _load(self.path, vocab_only=True)
+        model = self.llm._model
+        self.n_vocab = model.n_vocab()
+        bos = self._piece(model.token_bos())
+        self.eos_id = model.token_eos()
+        self.chat_end = self._piece(self.eos_id)
+        self.format = choose_format(self.info.chat_template, declared_format,
+                                    self.info.chat_markers, bos, self.chat_end, format_override)
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def detokenize(self, ids: list[int]) -> bytes:
+        return self.llm.detokenize(ids, special=True)
+
+    def special_id(self, piece: str) -> int | None:
+        """The id of `piece` when it is one control token of this vocabulary."""
+        ids = self.tokenize(piece, special=True)
+        if len(ids) == 1 and self.tokenize(piece, special=False) != ids:
+            return ids[0]
+        return None
+
+    def render_chat(self, messages: list[Message]) -> str:
+        return self.format.render(messages)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.llm.close()
+
+
+class LlamaScorer:
+    """Per-token log-likelihoods of a text under a GGUF, as llama.cpp serves it.
+
+    Logits are requested only for the positions whose next token is scored
+    (llama.cpp computes the 150k-wide output layer for those alone), so a long
+    context before a short target costs a forward pass, not a full softmax per
+    position. `lora_path` applies an adapter GGUF the way `ask` would serve it.
+    """
+
+    def __init__(self, path: Path, *, n_ctx: int = 2048, threads: int = 0,
+                 lora_path: Path | None = None) -> None:
+        self.path = Path(path)
+        extra = {"lora_path": str(lora_path)} if lora_path else {}
+        self.n_batch = min(512, n_ctx)
+        self.llm = _load(self.path, n_ctx=n_ctx, n_batch=self.n_batch, n_ubatch=self.n_batch,
+                         n_threads=auto_threads(threads), n_threads_batch=auto_threads(threads),
+                         n_gpu_layers=default_gpu_layers(_llama_cpp(), -1), **extra)
+        self.n_ctx = n_ctx
+        self.n_vocab = self.llm._model.n_vocab()
+
+    def score(self, ids: list[int], scored: list[bool]):
+        """(negative log-likelihood, greedy hit) for each token i > 0 with `scored[i]`.
+
+        Returns two numpy arrays aligned with the scored positions, in order.
+        """
+        import numpy as np
+
+        llama_cpp = _llama_cpp()
+        if len(ids) > self.n_ctx:
+            raise CodelearnError(f"A {len(ids)}-token probe does not fit the {self.n_ctx}-token window.",
+                                 "Lower the probe size (eval_tokens setting).")
+        ctx = self.llm._ctx.ctx
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        batch = self.llm._batch.batch
+        nll, hit = [], []
+        for begin in range(0, len(ids), self.n_batch):
+            part = ids[begin:begin + self.n_batch]
+            batch.n_tokens = len(part)
+            wanted = []
+            for i, token in enumerate(part):
+                pos = begin + i
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
+                batch.seq_id[i][0] = 0
+                flag = pos + 1 < len(ids) and scored[pos + 1]
+                batch.logits[i] = flag
+                if flag:
+                    wanted.append(i)
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise CodelearnError("llama.cpp failed to evaluate a probe.", "Retry with --debug.")
+            for i in wanted:
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i),
+                                            shape=(self.n_vocab,)).astype(np.float64)
+                target = ids[begin + i + 1]
+                top = row.max()
+                nll.append(float(top + np.log(np.exp(row - top).sum()) - row[target]))
+                hit.append(bool(row[target] >= top))
+        return np.array(nll, dtype=np.float64), np.array(hit, dtype=bool)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.llm.close()
+
+
+def quantize_gguf(src: Path, dst: Path, file_type: str) -> Path:
+    """Requantize `src` into `dst` (file_type as `GGUFInfo.file_type` names it: Q4_K_M, Q8_0...)."""
+    import ctypes
+
+    from codelearn.models.gguf_header import FILE_TYPES
+
+    codes = {name: code for code, name in FILE_TYPES.items()}
+    if file_type not in codes:
+        raise CodelearnError(f"Cannot quantize to {file_type!r}.", f"Use one of: {', '.join(codes)}.")
+    llama_cpp = _llama_cpp()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = codes[file_type]
+    partial = dst.with_name(dst.name + ".partial")
+    with _quiet_llama_log():  # one warning line per tensor that falls back; the status says if it failed
+        status = llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(), ctypes.byref(params))
+    if status != 0:
+        partial.unlink(missing_ok=True)
+        raise CodelearnError(f"llama.cpp failed to quantize {src} to {file_type} (status {status}).",
+                             "Set export_quant to Q8_0 or F16, or export the adapter instead.")
+    partial.replace(dst)
+    return dst
+
+
+def smoke_generate(path: Path, lora_path: Path | None = None, tokens: int = 8) -> str:
+    """Load a model the way `ask` will and generate a few tokens: proof the file serves."""
+    extra = {"lora_path": str(lora_path)} if lora_path else {}
+    llm = _load(path, n_ctx=256, n_threads=auto_threads(0), **extra)
+    try:
+        out = llm.create_completion("def add(a, b):\n", max_tokens=tokens, temperature=0.0)
+        return out["choices"][0]["text"]
+    finally:
+        with contextlib.suppress(Exception):
+            llm.close()
