@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 hooks_app = typer.Typer(no_args_is_help=True, help="Git hooks that keep the index current.")
 app.add_typer(hooks_app, name="hooks")
+cron_app = typer.Typer(no_args_is_help=True, help="A nightly `codelearn train` from your crontab.")
+app.add_typer(cron_app, name="cron")
 models_app = typer.Typer(no_args_is_help=True, help="Answer models: list, pull, choose, inspect, remove.")
 app.add_typer(models_app, name="models")
 
@@ -67,6 +69,8 @@ def main(
     _State.debug = debug or bool(os.environ.get("CODELEARN_DEBUG"))
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.root.handlers:  # a run's log file may take more detail than the terminal
+        handler.setLevel(level)
 
 
 @app.command()
@@ -223,6 +227,48 @@ def hooks_status(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) 
         console.out.print(f"{state.name}: {state.state}")
 
 
+@cron_app.command("install")
+@_expected_errors
+def cron_install(
+    repo: Optional[Path] = RepoOption,
+    schedule: Optional[str] = typer.Option(
+        None, "--schedule",
+        help='When to run, in cron syntax: "30 2 * * *" (the default), "@daily", ... '
+             "Without it a reinstall keeps the installed schedule."),
+) -> None:
+    """Run `codelearn train --nightly` for this repo from your crontab (one line per repo)."""
+    from codelearn.cron import install_cron
+
+    state = install_cron(_project(repo), schedule)
+    console.err.print(f"installed in {state.where}:\n{state.line}\nlog: {state.log_path}",
+                      markup=False, soft_wrap=True)
+
+
+@cron_app.command("uninstall")
+@_expected_errors
+def cron_uninstall(repo: Optional[Path] = RepoOption) -> None:
+    """Remove this repo's nightly line from your crontab, leaving the other lines alone."""
+    from codelearn.cron import uninstall_cron
+
+    state = uninstall_cron(_project(repo))
+    console.err.print(f"not installed in {state.where}", markup=False, soft_wrap=True)
+
+
+@cron_app.command("status")
+@_expected_errors
+def cron_status(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) -> None:
+    """Show this repo's nightly crontab line, if it is installed."""
+    from codelearn.cron import cron_status as read_status
+
+    state = read_status(_project(repo))
+    if as_json:
+        console.print_json(state.as_json())
+    elif state.installed:
+        console.out.print(state.line, markup=False, soft_wrap=True)
+    else:
+        console.out.print(f"not installed in {state.where}", markup=False, soft_wrap=True)
+
+
 # -- ask / chat -----------------------------------------------------------------
 
 ModelOption = typer.Option(None, "--model", "-m",
@@ -341,6 +387,48 @@ def chat(
                 _answer_turn(conversation, question, as_json=False, stream=True, context=show_context)
 
 
+# -- train ------------------------------------------------------------------------
+
+@app.command()
+@_expected_errors
+def train(
+    nightly: bool = typer.Option(
+        False, "--nightly", help="For cron: return in seconds when nothing changed since the last finished "
+        "run. Exit codes: 0 promoted or up to date, 3 the candidate was refused, 75 another run is "
+        "going, 1 error."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the training mix and hold-out sizes, train "
+                                 "nothing (does not load torch)."),
+    force: bool = typer.Option(False, "--force", help="With --nightly: run even if nothing changed."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=0, help="Most optimiser steps "
+                                            "(default: setting train_steps; 0 = until the budget)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0, help="Training time budget "
+                                                "(default: setting train_minutes)."),
+    export: Optional[str] = typer.Option(None, "--export", help="gguf (merged, requantized) or adapter "
+                                         "(default: setting export)."),
+    since: str = typer.Option("", "--since", help="Hold out what came after this commit or date "
+                              "(default: the commit that holds back holdout_share of the history)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only errors and the outcome."),
+    repo: Optional[Path] = RepoOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Fine-tune the answer model on this repo, then promote it only if it measurably improved."""
+    from codelearn.train.nightly import RunOptions, run_training
+
+    if export is not None and export not in ("gguf", "adapter"):
+        raise typer.BadParameter("use gguf or adapter", param_hint="--export")
+    options = RunOptions(nightly=nightly, dry_run=dry_run, force=force, max_steps=max_steps,
+                         max_minutes=max_minutes, export=export, since=since)
+    with console.progress_bar(enabled=not quiet and not as_json) as progress:
+        report = run_training(_project(repo), options, progress)
+    if as_json:
+        console.print_json(report.as_json())
+    else:
+        from codelearn.render_train import render_train
+
+        render_train(report, quiet=quiet)
+    raise typer.Exit(report.exit_code)
+
+
 # -- models ------------------------------------------------------------------------
 
 @models_app.command("list")
@@ -408,6 +496,31 @@ def models_rm(name: str = typer.Argument(..., help="Installed model name.")) -> 
 
     entry = Registry().remove(name)
     console.info(f"Removed {entry.name}.")
+
+
+@models_app.command("history")
+@_expected_errors
+def models_history(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) -> None:
+    """The models `codelearn train` made for this repo: serving, refused, rolled back, with their scores."""
+    from codelearn.models.listing import train_history
+    from codelearn.render_train import render_history
+
+    rows = train_history(_project(repo))
+    if as_json:
+        console.print_json(rows)
+    else:
+        render_history(rows)
+
+
+@models_app.command("rollback")
+@_expected_errors
+def models_rollback(repo: Optional[Path] = RepoOption) -> None:
+    """Serve the previously promoted model for this repo again (or the base model)."""
+    from codelearn.models.registry import Registry
+
+    now = Registry().rollback(_project(repo).key)
+    console.info(f"This repo is now answered by {now}." if now else
+                 "This repo is now answered by the base model again (no earlier trained model).")
 
 
 def run() -> None:

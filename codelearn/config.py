@@ -81,6 +81,45 @@ class Settings:
     multi_query: str = _setting(
         "auto", "Let the model write extra search queries first: on, off, or auto "
         "(on only for models the catalogue marks as good enough).")
+    # -- training (`codelearn train`) and evaluation (`codelearn eval`) --
+    train_base: str = _setting(
+        "", "Model to fine-tune: a catalogue name, a .gguf path or a Hugging Face model folder; "
+        "empty trains the base of the model `ask` serves.")
+    train_backend: str = _setting(
+        "auto", "Trainer: auto (unsloth QLoRA on a CUDA GPU when installed, else peft LoRA), peft or unsloth.")
+    train_minutes: float = _setting(
+        240.0, "Time budget of one training run in minutes (the nightly run stops training then "
+        "and still exports, evaluates and decides); 0 = no limit.")
+    train_steps: int = _setting(0, "Most optimiser steps per run; 0 = until the time budget or three passes over the data.")
+    train_rank: int = _setting(16, "LoRA rank.")
+    train_alpha: int = _setting(0, "LoRA alpha; 0 = 2 x rank.")
+    train_lr: float = _setting(2e-4, "Peak learning rate (linear warm-up, cosine decay to 10%).")
+    train_seq_len: int = _setting(512, "Longest training sequence in tokens.")
+    train_grad_accum: int = _setting(4, "Sequences per optimiser step.")
+    train_kl_weight: float = _setting(
+        0.0, "Weight of a KL penalty toward the base model's predictions (costs a second forward pass).")
+    train_dtype: str = _setting("auto", "Training precision: auto (bf16 for models over 50M parameters), bf16 or fp32.")
+    train_seed: int = _setting(0, "Seed for the hold-out slice, sample draws and training order.")
+    replay_share: float = _setting(
+        0.05, "Share of training tokens that are general code and the base model's own answers, "
+        "against forgetting.")
+    holdout_share: float = _setting(
+        0.10, "Share of the history's added lines held out after a cut commit (never trained on; "
+        "what the gate and eval measure on).")
+    random_holdout_share: float = _setting(0.05, "Share of files held out at random as well.")
+    context_neighbours: int = _setting(3, "Neighbour chunks before the target in context samples and probes.")
+    export: str = _setting(
+        "gguf", "What a run exports: gguf (merged and requantized model) or adapter (a LoRA GGUF "
+        "served on top of the base model; keeps all of the gain, 20-40 MB).")
+    export_quant: str = _setting(
+        "same", "Quantization of an exported GGUF: same (the serving model's type), or Q8_0, Q4_K_M, F16...")
+    converter_path: str = _setting(
+        "", "A local copy of llama.cpp's converter (a llama-cpp-python sdist .tar.gz or its folder), "
+        "for machines that cannot download it.")
+    forget_tolerance: float = _setting(
+        0.02, "The gate refuses a candidate whose loss on general code or chat rises more than this (relative).")
+    gate_targets: int = _setting(24, "Held-out chunks the gate scores both models on.")
+    keep_candidates: int = _setting(3, "Trained models kept per repo besides the serving one; older ones are deleted.")
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

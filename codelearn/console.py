@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -30,18 +31,18 @@ def print_json(data: object) -> None:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator:
-    """A `progress(stage, done, total)` callback that drives rich bars on stderr."""
+    """A `progress(stage, done, total, detail="")` callback that drives rich bars on stderr."""
     if not enabled or not err.is_terminal:
-        yield lambda stage, done, total: None
+        yield lambda stage, done, total, detail="": None
         return
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"))
     with Progress(*columns, console=err, transient=True) as bar:
         tasks: dict[str, int] = {}
 
-        def update(stage: str, done: int, total: int | None) -> None:
+        def update(stage: str, done: int, total: int | None, detail: str = "") -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+                tasks[stage] = bar.add_task(stage, total=total, detail=detail)
+            bar.update(tasks[stage], completed=done, total=total, detail=detail)
 
         yield update

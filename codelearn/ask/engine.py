@@ -47,7 +47,7 @@ def open_model(project: Project, override: str = "",
     resolved = resolve_model(Registry(), override or settings.model, project.key, origin, progress)
     model = LlamaModel(resolved.path, name=resolved.name, declared_format=resolved.template,
                        format_override=settings.chat_format, context_size=settings.context_size,
-                       threads=settings.threads, gpu_layers=settings.gpu_layers)
+                       threads=settings.threads, gpu_layers=settings.gpu_layers, lora_path=resolved.lora)
     entry = resolved.entry
     return model, ModelChoice(resolved.name, model.backend, str(resolved.path), resolved.reason,
                               entry.sha256 if entry else "", entry.kind if entry else "file",

@@ -89,3 +89,26 @@ def _source_json(source) -> dict:
     return {"type": "huggingface", "repo": source.repo, "file": source.filename,
             "sha256": source.sha256 or "checked against the hub's published hash"}
 
+
+
+def train_history(project, registry: Registry | None = None) -> list[dict]:
+    """The repo's trained models, oldest first, each with its state and headline scores."""
+    registry = registry or Registry()
+    state = registry.data["serving"].get(project.key, {"current": None, "history": []})
+    rows = []
+    for entry in registry.history(project.key):
+        metrics = entry.metrics or {}
+        checks = {c["name"]: c for c in metrics.get("gate", {}).get("checks", [])}
+        repo = checks.get("repo_loss", {})
+        status = ("serving" if entry.name == state.get("current") else
+                  "rollback target" if entry.name in state.get("history", []) else
+                  "promoted earlier" if metrics.get("gate", {}).get("promote") else "refused")
+        rows.append({
+            "name": entry.name, "added": entry.added, "status": status, "base": entry.base,
+            "export": metrics.get("export"), "commit": metrics.get("commit"),
+            "repo_loss_serving": repo.get("serving"), "repo_loss_candidate": repo.get("candidate"),
+            "failed_checks": [n for n, c in checks.items() if not c.get("passed")],
+            "training": metrics.get("training", {}), "size": entry.size, "path": entry.path,
+            "adapter": entry.adapter,
+        })
+    return rows

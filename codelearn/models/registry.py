@@ -43,6 +43,8 @@ class ModelEntry:
     added: str = ""
     template: str = "chatml"
     metrics: dict = field(default_factory=dict)
+    adapter: str | None = None  # a LoRA GGUF served on top of `path` (adapter exports)
+    adapter_sha256: str | None = None
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -114,15 +116,20 @@ class Registry:
         if serving:
             raise CodelearnError(
                 f"Model {name!r} is serving {len(serving)} repo(s).",
-                "Run `codelearn train --rollback` in those repos first.")
+                "Run `codelearn models rollback` in those repos first.")
         del self.data["models"][name]
         if self.data.get("default") == name:
             self.data["default"] = None
         self.save()
-        path = Path(entry.path)
+        self._delete_files(entry)
+        return entry
+
+    def _delete_files(self, entry: ModelEntry) -> None:
+        """The entry's own file: its adapter when it has one (its `path` is then the
+        base model, which other entries use), and only inside codelearn's folder."""
+        path = Path(entry.adapter or entry.path)
         if path.is_relative_to(self.root) and path.exists():
             path.unlink()
-        return entry
 
     # -- choices ---------------------------------------------------------
     @property
@@ -146,6 +153,26 @@ class Registry:
             state["history"].append(state["current"])
         state["current"] = name
         self.save()
+
+    def history(self, repo_key: str) -> list[ModelEntry]:
+        """The models trained for a repo, oldest first."""
+        return sorted((e for e in self.entries() if e.kind == "adapted" and e.repo == repo_key),
+                      key=lambda e: e.added)
+
+    def prune(self, repo_key: str, keep: int) -> list[ModelEntry]:
+        """Delete all but the newest `keep` trained models of a repo that are neither
+        serving nor a rollback target; returns what was removed."""
+        state = self.data["serving"].get(repo_key, {"current": None, "history": []})
+        protected = {state.get("current"), *state.get("history", [])[-keep:]}
+        candidates = [e for e in self.history(repo_key) if e.name not in protected]
+        doomed = candidates[: max(0, len(candidates) - keep)]
+        for entry in doomed:
+            del self.data["models"][entry.name]
+            self._delete_files(entry)
+        if doomed:
+            state["history"] = [n for n in state.get("history", []) if n in self.data["models"]]
+            self.save()
+        return doomed
 
     def rollback(self, repo_key: str) -> str | None:
         """Serve the previously promoted model again (None: back to the base choice)."""
@@ -285,6 +312,7 @@ class ResolvedModel:
     reason: str  # "--model", "setting", "trained for this repo", "models use", "default"
     entry: ModelEntry | None
     spec: ModelSpec | None
+    lora: Path | None = None  # adapter GGUF to apply (trained adapter exports)
 
 
 def is_model_path(choice: str) -> bool:
@@ -347,5 +375,9 @@ def resolve_model(registry: Registry, choice: str, repo_key: str | None, origin:
                                  "Run `codelearn models list`, or pass `--model PATH.gguf`.")
         entry = install(registry, name, progress=progress, allow_download=False)
     path = registry.verified_path(entry, progress)
+    lora = Path(entry.adapter) if entry.adapter else None
+    if lora is not None and not lora.is_file():
+        raise CodelearnError(f"The adapter of model {entry.name!r} is gone ({lora}).",
+                             "Run `codelearn models rollback`, or `codelearn train` again.")
     return ResolvedModel(entry.name, path, entry.template, reason, entry, spec or (
-        find_spec(entry.base) if entry.base else None))
+        find_spec(entry.base) if entry.base else None), lora)

@@ -1,0 +1,123 @@
+"""Score probes with a model through llama.cpp, on the GGUF that is served.
+
+Per-probe results are appended to a cache file as soon as each is scored,
+keyed by the model's identity and the probe's exact tokens, so an interrupted
+evaluation resumes where it stopped and a model scored last night on the same
+probes is not scored again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from codelearn.corpus.formats import Vocab
+from codelearn.evaluate.metrics import Tally, line_tally
+from codelearn.evaluate.probes import Probe
+
+Scores = dict[tuple[str, str], Tally]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as scored: its GGUF, an optional LoRA adapter GGUF, and an identity
+    (sha256s) that names it in the cache."""
+
+    label: str
+    path: Path
+    identity: str
+    lora: Path | None = None
+
+    def as_json(self) -> dict:
+        return {"label": self.label, "path": str(self.path), "identity": self.identity,
+                "lora": str(self.lora) if self.lora else None}
+
+
+class ScoreCache:
+    """Append-only JSON lines: {"key": ..., "tally": {...}}."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.known: dict[str, Tally] = {}
+        if path and path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    self.known[row["key"]] = _tally_from_row(row["tally"])
+                except (ValueError, KeyError):
+                    continue  # a line cut short by a kill: ignore it
+
+    def get(self, key: str) -> Tally | None:
+        return self.known.get(key)
+
+    def put(self, key: str, tally: Tally) -> None:
+        self.known[key] = tally
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps({"key": key, "tally": vars(tally)}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _tally_from_row(row: dict) -> Tally:
+    return Tally(**row)
+
+
+class LineEnds:
+    """Which token ids contain a newline (memoised per id)."""
+
+    def __init__(self, vocab) -> None:
+        self.vocab = vocab
+        self.memo: dict[int, bool] = {}
+
+    def __call__(self, token: int) -> bool:
+        if token not in self.memo:
+            self.memo[token] = b"\n" in self.vocab.detokenize([token])
+        return self.memo[token]
+
+
+def score_probes(model: ModelRef, probes: list[Probe], vocab: Vocab, *, cache: ScoreCache,
+                 threads: int = 0, n_ctx: int = 2048,
+                 progress: Callable[[int, int], None] | None = None) -> Scores:
+    """Tallies per (group, condition) for `model` over `probes`."""
+    scores: Scores = {}
+    ends = LineEnds(vocab)
+    scorer = None
+    try:
+        for done, probe in enumerate(probes, 1):
+            key = f"{model.identity}:{probe.digest}"
+            tally = cache.get(key)
+            if tally is None:
+                if scorer is None:
+                    from codelearn.llm.llama_backend import LlamaScorer
+
+                    scorer = LlamaScorer(model.path, n_ctx=n_ctx, threads=threads, lora_path=model.lora)
+                tally = _score_one(scorer, probe, ends)
+                cache.put(key, tally)
+            scores.setdefault((probe.group, probe.condition), Tally()).add(tally)
+            if progress:
+                progress(done, len(probes))
+    finally:
+        if scorer is not None:
+            scorer.close()
+    return scores
+
+
+def _score_one(scorer, probe: Probe, ends: LineEnds) -> Tally:
+    ids, train = probe.encoded.ids, probe.encoded.train
+    nll, hits = scorer.score(ids, train)
+    scored = [ids[i] for i in range(1, len(ids)) if train[i]]
+    return line_tally(nll.tolist(), hits.tolist(), [ends(t) for t in scored])
+
+
+def scores_json(scores: Scores) -> dict:
+    """{group: {condition: tally}} for reports."""
+    out: dict = {}
+    for (group, condition), tally in sorted(scores.items()):
+        out.setdefault(group, {})[condition] = tally.as_json()
+    return out

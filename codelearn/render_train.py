@@ -1,0 +1,75 @@
+"""Rich renderings of `codelearn train` reports and `models history`."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from codelearn.console import info, out
+
+
+def _mix_table(dataset: dict) -> Table:
+    table = Table(title="training mix", title_justify="left")
+    for column in ("kind", "samples", "tokens", "trained tokens"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for kind, row in dataset.get("kinds", {}).items():
+        table.add_row(kind, str(row["samples"]), f"{row['tokens']:,}", f"{row['trained_tokens']:,}")
+    table.add_row("total", str(dataset.get("samples", 0)), f"{dataset.get('tokens', 0):,}", "")
+    return table
+
+
+def _split_line(dataset: dict) -> str:
+    split = dataset.get("split", {})
+    cut = split.get("cut")
+    where = (f"cut at {cut['commit'][:10]} ({cut['commits_after']} commits, {cut['lines_after']} of "
+             f"{cut['lines_total']} added lines after it)") if cut else "no temporal cut"
+    return (f"hold-out: {split.get('heldout_new', 0)} new chunks + {split.get('heldout_random', 0)} random; "
+            f"{split.get('withheld_partly_new', 0)} partly new withheld; {split.get('train_chunks', 0)} "
+            f"training chunks; {where}; replay share {dataset.get('replay_share', 0):.1%}")
+
+
+def _gate_table(gate: dict) -> Table:
+    table = Table(title="gate: serving vs candidate", title_justify="left")
+    for column in ("check", "serving", "candidate", "rule", "ok"):
+        table.add_column(column)
+    for check in gate.get("checks", []):
+        fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")
+        table.add_row(check["name"], fmt(check["serving"]), fmt(check["candidate"]), check["rule"],
+                      "[green]✓[/]" if check["passed"] else "[red]✗[/]")
+    return table
+
+
+def render_train(report, quiet: bool = False) -> None:
+    """Print what a run did; the outcome line always, details unless quiet."""
+    if not quiet and report.dataset:
+        out.print(_mix_table(report.dataset))
+        out.print(_split_line(report.dataset))
+        for note in report.dataset.get("notes", []):
+            out.print(f"note: {note}")
+    training = report.training
+    if not quiet and training:
+        out.print(f"trained {training['steps']} steps ({training['backend']}, {training['device']}, "
+                  f"{training['dtype']}): {training['tokens']:,} tokens at {training['tokens_per_s']:.0f} tok/s "
+                  f"in {training['seconds']:.0f}s; loss {training['first_loss']:.3f} → {training['last_loss']:.3f} "
+                  f"(stopped: {training['stopped']}); peak memory {training['peak_rss_mb']:.0f} MB")
+    if not quiet and report.export:
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in report.export["seconds"].items())
+        out.print(f"exported {report.export['kind']} ({report.export['quant']}, "
+                  f"{report.export['size'] / 1e6:.1f} MB): {steps}")
+    if not quiet and report.gate:
+        out.print(_gate_table(report.gate))
+    info(report.message + (f" Log: {report.log}" if report.log else ""))
+
+
+def render_history(rows: list[dict]) -> None:
+    if not rows:
+        out.print("No trained models for this repo yet. Run `codelearn train`.")
+        return
+    table = Table()
+    for column in ("name", "added", "status", "export", "repo loss (serving → candidate)", "failed checks"):
+        table.add_column(column)
+    for row in rows:
+        before, after = row["repo_loss_serving"], row["repo_loss_candidate"]
+        change = f"{before:.4f} → {after:.4f}" if before is not None and after is not None else "n/a"
+        table.add_row(row["name"], row["added"], row["status"], row["export"] or "", change,
+                      ", ".join(row["failed_checks"]) or "-")
+    out.print(table)

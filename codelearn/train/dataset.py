@@ -1,0 +1,152 @@
+"""The training set of one run: split, samples, replay, token counts.
+
+Built from the index (never re-parsing the repo) and encoded with the serving
+model's own vocabulary through llama.cpp, so `--dry-run` reports exact token
+counts without importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from codelearn.corpus.formats import Encoded, TextFormat, Vocab, chat_pieces, encode
+from codelearn.corpus.general import general_units, prompt_halves
+from codelearn.corpus.neighbours import Neighbours, load_vectors
+from codelearn.corpus.selfreplay import chat_messages
+from codelearn.corpus.split import Split, split_repo
+from codelearn.corpus.units import load_units
+from codelearn.project import Project
+from codelearn.train.samples import KINDS, Mix, Sample, code_sample, repo_samples
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What goes into the training set."""
+
+    seq_len: int = 512
+    replay_share: float = 0.05  # of all training tokens (arXiv 2403.08763: 1-5% suffices)
+    holdout_share: float = 0.10  # of the lines in history held out after the cut
+    random_share: float = 0.05  # of files held out at random
+    file_cap: float = 0.10  # most of the repo tokens one file may hold
+    replay_files: int = 40
+    seed: int = 0
+    since: str = ""
+    cut_commit: str = ""
+    mix: Mix = field(default_factory=Mix)
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> DataOptions:
+        values = dict(seq_len=settings.train_seq_len, replay_share=settings.replay_share,
+                      holdout_share=settings.holdout_share, random_share=settings.random_holdout_share,
+                      seed=settings.train_seed, mix=Mix(neighbours=settings.context_neighbours))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class Dataset:
+    """Samples and their encodings, the split they came from, and the tools to probe it."""
+
+    samples: list[Sample]
+    encoded: list[Encoded]
+    split: Split
+    fmt: TextFormat
+    finder: Neighbours
+    repo_name: str
+    notes: list[str] = field(default_factory=list)
+
+    def stats(self) -> dict:
+        kinds = {kind: {"samples": 0, "tokens": 0, "trained_tokens": 0} for kind in KINDS}
+        for sample, enc in zip(self.samples, self.encoded):
+            row = kinds[sample.kind]
+            row["samples"] += 1
+            row["tokens"] += len(enc.ids)
+            row["trained_tokens"] += enc.trained_tokens
+        tokens = sum(row["tokens"] for row in kinds.values())
+        return {"kinds": kinds, "samples": len(self.samples), "tokens": tokens,
+                "replay_share": round(kinds["replay"]["tokens"] / tokens, 4) if tokens else 0.0,
+                "split": self.split.summary(), "notes": self.notes}
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for enc in self.encoded:
+            digest.update(len(enc.ids).to_bytes(4, "little"))
+            digest.update(b"".join(i.to_bytes(4, "little") for i in enc.ids))
+        return digest.hexdigest()[:16]
+
+
+def cap_files(samples: list[Sample], encoded: list[Encoded], cap: float, seed: int) -> tuple[list, list]:
+    """Drop random samples of any file holding more than `cap` of the tokens."""
+    total = sum(len(e.ids) for e in encoded)
+    per_file: Counter = Counter()
+    for sample, enc in zip(samples, encoded):
+        per_file[_file_of(sample.origin)] += len(enc.ids)
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    dropped: set[int] = set()
+    for index in order:
+        name = _file_of(samples[index].origin)
+        if per_file[name] > cap * total and len(per_file) > 1:
+            per_file[name] -= len(encoded[index].ids)
+            dropped.add(index)
+    keep = [i for i in range(len(samples)) if i not in dropped]
+    return [samples[i] for i in keep], [encoded[i] for i in keep]
+
+
+def _file_of(origin: str) -> str:
+    parts = origin.split(":")
+    return ":".join(parts[:2]) if len(parts) >= 3 else origin
+
+
+def replay_samples(vocab: Vocab, fmt: TextFormat, want_tokens: int, answers: dict[str, str] | None,
+                   options: DataOptions) -> tuple[list[Sample], list[Encoded]]:
+    """General code and the base model's own chat answers, alternating, up to `want_tokens`."""
+    code = [code_sample(fmt, "cpython", u, "replay")
+            for u in general_units("replay", options.replay_files, options.seed)]
+    random.Random(options.seed).shuffle(code)
+    chats = []
+    for prompt in prompt_halves(options.seed)[0]:
+        if answers and answers.get(prompt):
+            pieces = chat_pieces(vocab, chat_messages(prompt), answers[prompt])
+            chats.append(Sample("replay", tuple(pieces), f"replay:chat:{prompt[:24]}"))
+    samples, encoded, used = [], [], 0
+    pools = [p for p in (code, chats) if p]
+    turn = 0
+    while used < want_tokens and any(pools):
+        pool = pools[turn % len(pools)]
+        turn += 1
+        if not pool:
+            continue
+        sample = pool.pop()
+        enc = encode(list(sample.pieces), vocab, options.seq_len)
+        samples.append(sample)
+        encoded.append(enc)
+        used += len(enc.ids)
+    return samples, encoded
+
+
+def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
+                  answers: dict[str, str] | None = None) -> Dataset:
+    """Everything one training run learns from; see the module doc."""
+    units = load_units(project.catalog_path)
+    split = split_repo(project.root, units, holdout_share=options.holdout_share,
+                       random_share=options.random_share, seed=options.seed, since=options.since,
+                       cut_commit=options.cut_commit)
+    vectors = load_vectors(project.catalog_path, {u.vec_key for u in split.train if u.vec_key})
+    finder = Neighbours(split.train, vectors, seed=options.seed)
+    fmt = TextFormat.for_vocab(vocab)
+    repo = project.root.name
+    samples = repo_samples(split.train, vocab=vocab, fmt=fmt, repo=repo, finder=finder, mix=options.mix,
+                           seed=options.seed)
+    encoded = [encode(list(s.pieces), vocab, options.seq_len) for s in samples]
+    samples, encoded = cap_files(samples, encoded, options.file_cap, options.seed)
+    repo_tokens = sum(len(e.ids) for e in encoded)
+    share = min(max(options.replay_share, 0.0), 0.9)
+    more, more_encoded = replay_samples(vocab, fmt, int(repo_tokens * share / (1 - share)), answers, options)
+    notes = [] if answers else ["self-generated replay answers are not included (generated on a real run)"]
+    if not split.cut:
+        notes.append("no temporal hold-out: the history is too short (only the random slice is held out)")
+    return Dataset(samples + more, encoded + more_encoded, split, fmt, finder, repo, notes)

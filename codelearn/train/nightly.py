@@ -1,0 +1,296 @@
+"""`codelearn train`: one run from the index to a promoted (or refused) model.
+
+Stages: refresh the index → choose base and serving model → build the data
+(split, samples, replay) → train (budgeted) → export (merge → GGUF →
+requantize, or adapter) → load-and-generate smoke test → score serving and
+candidate on the held-out probes → gate → register, promote, prune.
+
+Nothing the serving model depends on changes before the very end: a run works
+in its own folder, and promotion is one atomic rewrite of the registry file.
+A run that is killed leaves only its folder, which the next run cleans up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from codelearn.errors import CodelearnError
+from codelearn.project import Project
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_BUSY = 0, 1, 3, 75
+Progress = Callable[..., None]  # progress(stage, done, total, detail="")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one `codelearn train` invocation asks for."""
+
+    nightly: bool = False  # skip when nothing changed since the last finished run
+    dry_run: bool = False
+    force: bool = False
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    export: str | None = None
+    since: str = ""
+
+
+@dataclass
+class TrainReport:
+    """What a run did and decided; `report.json` in the run folder and `--json`."""
+
+    status: str  # promoted | rejected | up_to_date | dry_run | busy
+    message: str
+    run_id: str = ""
+    serving: str = ""
+    base: str = ""
+    candidate: str | None = None
+    dataset: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    export: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    log: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return {"rejected": EXIT_REJECTED, "busy": EXIT_BUSY}.get(self.status, EXIT_OK)
+
+    def as_json(self) -> dict:
+        return {k: v for k, v in vars(self).items()} | {"exit_code": self.exit_code}
+
+
+def _noop(stage: str, done: int, total: int | None, detail: str = "") -> None:
+    pass
+
+
+def train_dir(project: Project) -> Path:
+    return project.state / "train"
+
+
+def run_training(project: Project, options: RunOptions, progress: Progress = _noop) -> TrainReport:
+    """One run (see the module doc); returns busy at once if another run holds the lock."""
+    from codelearn.train.lock import TrainLock, clean_stale_runs
+
+    project.ensure_state()
+    lock = TrainLock(project.state)
+    if not lock.acquire():
+        return TrainReport("busy", "Another `codelearn train` is running for this repo.")
+    try:
+        for name in clean_stale_runs(train_dir(project) / "runs"):
+            log.warning("cleaned up after run %s, which did not finish", name)
+        return _Run(project, options, progress).go()
+    finally:
+        lock.release()
+
+
+def input_fingerprint(project: Project) -> str:
+    """Changes when anything a run learns from changes: commits, edits, settings, codelearn."""
+    from codelearn import __version__
+
+    digest = hashlib.sha256(__version__.encode())
+    for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "-z"]):
+        proc = subprocess.run(["git", *args], cwd=project.root, capture_output=True, check=False)
+        digest.update(proc.stdout)
+    settings = project.settings.as_dict()
+    digest.update(json.dumps({k: settings[k] for k in sorted(settings)}, default=str).encode())
+    return digest.hexdigest()[:20]
+
+
+class _Run:
+    """The stages of one run, sharing its state."""
+
+    def __init__(self, project: Project, options: RunOptions, progress: Progress) -> None:
+        self.project, self.options, self.progress = project, options, progress
+        self.settings = project.settings
+        self.report = TrainReport("running", "")
+        self.state_file = train_dir(project) / "state.json"
+
+    def go(self) -> TrainReport:
+        inputs = input_fingerprint(self.project)
+        if self.options.nightly and not self.options.force and self._last_inputs() == inputs:
+            return TrainReport("up_to_date", "Nothing changed since the last finished run.")
+        self._stage("index", self._refresh_index)
+        from codelearn.models.registry import Registry
+        from codelearn.train.bases import serving_model, training_base
+
+        self.registry = Registry()
+        self.serving = serving_model(self.project, self.registry)
+        self.base = training_base(self.project, self.registry, self.serving)
+        self.report.serving, self.report.base = self.serving.name, self.base.name
+        self._stage("data", self._build_data)
+        if self.options.dry_run:
+            self.report.status, self.report.message = "dry_run", "Dry run: nothing was trained."
+            return self.report
+        self._open_run_dir()
+        try:
+            for stage in ("train", "export", "gate", "decide"):
+                self._stage(stage, getattr(self, f"_{stage}"))
+        finally:
+            self._write_report()
+        self._remember(inputs)
+        return self.report
+
+    # -- bookkeeping ------------------------------------------------------------
+    def _stage(self, name: str, action: Callable[[], None]) -> None:
+        started = time.perf_counter()
+        log.info("stage %s", name)
+        action()
+        self.report.seconds[name] = round(time.perf_counter() - started, 2)
+
+    def _last_inputs(self) -> str | None:
+        try:
+            return json.loads(self.state_file.read_text()).get("inputs")
+        except (OSError, ValueError):
+            return None
+
+    def _remember(self, inputs: str) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"inputs": inputs, "run_id": self.report.run_id,
+                                   "status": self.report.status}))
+        os.replace(tmp, self.state_file)
+
+    def _open_run_dir(self) -> None:
+        self.report.run_id = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = train_dir(self.project) / "runs" / self.report.run_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.run_dir / "train.log"
+        self.report.log = str(self.log_path)
+        handler = logging.FileHandler(self.log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        root = logging.getLogger("codelearn")
+        root.addHandler(handler)
+        root.setLevel(min(root.level or logging.WARNING, logging.INFO))
+        self._handler = handler
+
+    def _write_report(self) -> None:
+        if self.report.status == "running":
+            self.report.status, self.report.message = "failed", "The run stopped with an error (see the log)."
+        tmp = self.run_dir / "report.json.tmp"
+        tmp.write_text(json.dumps(self.report.as_json(), indent=1, default=str))
+        os.replace(tmp, self.run_dir / "report.json")
+        logging.getLogger("codelearn").removeHandler(self._handler)
+        self._handler.close()
+
+    # -- stages -----------------------------------------------------------------
+    def _refresh_index(self) -> None:
+        from codelearn.index.indexer import run_index
+
+        run_index(self.project, wait=True, progress=self.progress)
+
+    def _build_data(self) -> None:
+        from codelearn.llm.llama_backend import LlamaVocab
+        from codelearn.train.dataset import DataOptions, build_dataset
+
+        self.vocab = LlamaVocab(self.base.gguf, declared_format=self.base.template,
+                                format_override=self.settings.chat_format)
+        self.answers = None
+        if not self.options.dry_run:
+            from codelearn.corpus.selfreplay import self_answers
+
+            self.answers = self_answers(self.base.gguf, self.base.sha256, threads=self.settings.threads,
+                                        progress=lambda d, t: self.progress("replay answers", d, t))
+        options = DataOptions.from_settings(self.settings, since=self.options.since or None)
+        self.dataset = build_dataset(self.project, self.vocab, options, self.answers)
+        self.report.dataset = self.dataset.stats()
+
+    def _train(self) -> None:
+        from codelearn.train.hf import prepare_base
+        from codelearn.train.trainers.base import TrainConfig, choose_trainer
+
+        self.progress("preparing base", 0, 1)
+        self.hf_dir = prepare_base(self.base.weights, self.base.sha256)
+        self.progress("preparing base", 1, 1)
+        s = self.settings
+        config = TrainConfig(
+            rank=s.train_rank, alpha=s.train_alpha or 2 * s.train_rank, lr=s.train_lr,
+            grad_accum=s.train_grad_accum, kl_weight=s.train_kl_weight, dtype=s.train_dtype,
+            threads=s.threads, seed=s.train_seed,
+            max_steps=self.options.max_steps if self.options.max_steps is not None else s.train_steps,
+            max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes)
+        trainer = choose_trainer(s.train_backend)
+
+        def step(done: int, total: int, loss: float, rate: float, seconds: float) -> None:
+            self.progress("training", done, total, f"loss {loss:.3f}  {rate:.0f} tok/s")
+            log.info("step %d/%d loss %.4f %.0f tok/s %.0fs", done, total, loss, rate, seconds)
+
+        result = trainer.train(self.hf_dir, self.dataset.encoded, config, self.run_dir / "adapter", step)
+        self.report.training = result.as_json()
+
+    def _export(self) -> None:
+        from codelearn.train.converter import converter_dir
+        from codelearn.train.export import export_adapter, export_gguf, export_quant
+
+        kind = self.options.export or self.settings.export
+        if kind not in ("gguf", "adapter"):
+            raise CodelearnError(f"Unknown export {kind!r}.", "Use gguf or adapter.")
+        converter = converter_dir(self.settings.converter_path,
+                                  progress=lambda d, t: self.progress("fetching converter", d, t))
+        self.progress("exporting", 0, 1)
+        if kind == "adapter":
+            self.export = export_adapter(self.base.gguf, self.hf_dir, self.run_dir / "adapter", self.run_dir,
+                                         converter=converter, log_file=self.log_path)
+        else:
+            quant = export_quant(self.settings.export_quant, _file_type(self.serving.path))
+            self.export = export_gguf(self.hf_dir, self.run_dir / "adapter", self.run_dir, quant=quant,
+                                      converter=converter, log_file=self.log_path)
+        self.progress("exporting", 1, 1)
+        self.report.export = self.export.as_json()
+
+    def _gate(self) -> None:
+        from codelearn.evaluate.probes import ProbeOptions, all_probes
+        from codelearn.evaluate.scoring import ModelRef, ScoreCache, score_probes, scores_json
+        from codelearn.train.bases import model_ref
+        from codelearn.train.gate import decide
+
+        options = ProbeOptions(targets=self.settings.gate_targets, neighbours=self.settings.context_neighbours,
+                               seed=self.settings.train_seed)
+        d = self.dataset
+        probes = all_probes(d.split, d.finder, d.fmt, self.vocab, d.repo_name, self.answers, options)
+        cache = ScoreCache(self.project.state / "eval" / "scores.jsonl")
+        serving = model_ref(self.serving, "serving")
+        candidate = ModelRef("candidate", self.export.model, f"run:{self.report.run_id}", self.export.adapter)
+        score = {}
+        for ref in (serving, candidate):
+            score[ref.label] = score_probes(
+                ref, probes, self.vocab, cache=cache, threads=self.settings.threads,
+                progress=lambda d, t, label=ref.label: self.progress(f"scoring {label}", d, t))
+        self.gate = decide(score["serving"], score["candidate"], self.settings.forget_tolerance)
+        self.report.gate = self.gate.as_json()
+        self.report.scores = {label: scores_json(s) for label, s in score.items()}
+
+    def _decide(self) -> None:
+        from codelearn.train.registering import register_candidate
+
+        entry = register_candidate(self.registry, self.project, self.base, self.export, self.report,
+                                   self.dataset.fingerprint())
+        self.report.candidate = entry.name
+        if self.gate.promote:
+            self.registry.promote(self.project.key, entry.name)
+            self.report.status = "promoted"
+            self.report.message = f"Promoted {entry.name}: {self.gate.summary()}."
+        else:
+            self.report.status = "rejected"
+            self.report.message = f"Kept {self.serving.name}; the candidate failed: {self.gate.summary()}."
+        for gone in self.registry.prune(self.project.key, self.settings.keep_candidates):
+            log.info("pruned old candidate %s", gone.name)
+        shutil.rmtree(self.run_dir / "adapter", ignore_errors=True)  # exported; 30+ MB
+
+
+def _file_type(path: Path) -> str:
+    from codelearn.models.gguf_header import read_gguf_info
+
+    return read_gguf_info(path).file_type

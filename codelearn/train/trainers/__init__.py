@@ -1,0 +1,1 @@
+"""Trainer backends behind one interface, chosen by the `train_backend` setting."""

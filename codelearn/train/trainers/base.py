@@ -1,0 +1,96 @@
+"""What every trainer offers, and the registry that picks one.
+
+`peft` (LoRA with transformers + peft) runs on a CPU or a CUDA GPU; `unsloth`
+(QLoRA) needs CUDA and the `gpu` extra. `auto` takes unsloth when it can run,
+else peft. Both train the same adapter shape on the same encoded samples and
+write a peft adapter folder, so export and the gate do not care which ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from codelearn.corpus.formats import Encoded
+from codelearn.errors import CodelearnError
+
+# step, steps planned (0 if only time-bound), latest loss, tokens/s, seconds elapsed
+StepProgress = Callable[[int, int, float, float, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters and budget of one run."""
+
+    rank: int = 16
+    alpha: int = 32  # 2 x rank: "LoRA learns less and forgets less" (arXiv 2405.09673)
+    dropout: float = 0.0
+    lr: float = 2e-4
+    grad_accum: int = 4
+    max_steps: int = 0  # 0: until the time budget or MAX_PASSES over the data
+    max_minutes: float = 0.0  # 0: no time limit
+    warmup_steps: int = 4
+    kl_weight: float = 0.0  # >0: penalise drifting from the base model's predictions
+    dtype: str = "auto"  # auto | bf16 | fp32
+    threads: int = 0
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What a run did."""
+
+    backend: str
+    adapter_dir: str
+    steps: int = 0
+    sequences: int = 0
+    tokens: int = 0  # tokens through the model (context included)
+    trained_tokens: int = 0  # tokens the loss counted
+    seconds: float = 0.0
+    tokens_per_s: float = 0.0
+    first_loss: float | None = None
+    last_loss: float | None = None
+    stopped: str = ""  # steps | time | data
+    peak_rss_mb: float = 0.0
+    device: str = "cpu"
+    dtype: str = "fp32"
+    losses: list[float] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data["losses"] = [round(x, 4) for x in self.losses]
+        return data
+
+
+class Trainer(Protocol):
+    name: str
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run here (None: it can)."""
+
+    def train(self, base_dir: Path, data: list[Encoded], config: TrainConfig, out_dir: Path,
+              progress: StepProgress | None = None) -> TrainResult: ...
+
+
+def _registry() -> dict[str, Callable[[], Trainer]]:
+    from codelearn.train.trainers.peft import PeftTrainer
+    from codelearn.train.trainers.unsloth import UnslothTrainer
+
+    return {"peft": PeftTrainer, "unsloth": UnslothTrainer}
+
+
+def choose_trainer(name: str = "auto") -> Trainer:
+    """The trainer for the `train_backend` setting."""
+    registry = _registry()
+    if name == "auto":
+        unsloth = registry["unsloth"]()
+        return unsloth if unsloth.unavailable() is None else registry["peft"]()
+    if name not in registry:
+        raise CodelearnError(f"Unknown train_backend {name!r}.", f"Use auto or one of: {', '.join(registry)}.")
+    trainer = registry[name]()
+    why = trainer.unavailable()
+    if why:
+        raise CodelearnError(f"The {name} trainer cannot run here: {why}.",
+                             "Set train_backend = auto (or peft) to train on this machine.")
+    return trainer

@@ -1,0 +1,121 @@
+"""The training loop both backends share (torch only; the model arrives wrapped).
+
+Batch size 1 with gradient accumulation: samples vary in length and a CPU does
+no better with padded batches, so every token computed is a real one. The loss
+counts only the tokens a sample marks as trained (the target after its context,
+an answer after its prompt). Stops at the step limit, the time budget or the
+end of three passes over the data, whichever comes first, and always saves.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from pathlib import Path
+
+from codelearn.corpus.formats import Encoded
+from codelearn.train.trainers.base import StepProgress, TrainConfig, TrainResult
+
+
+MAX_PASSES = 3  # a small repo may be seen up to three times; more mostly memorises
+
+
+def planned_steps(config: TrainConfig, samples: int) -> int:
+    """Steps until the step limit or MAX_PASSES over the data, whichever is fewer."""
+    all_passes = max(1, MAX_PASSES * samples // max(1, config.grad_accum))
+    return min(config.max_steps, all_passes) if config.max_steps else all_passes
+
+
+def sample_order(count: int, seed: int) -> list[int]:
+    """MAX_PASSES shuffled passes over the samples, each in a new order."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    for _ in range(MAX_PASSES):
+        one = list(range(count))
+        rng.shuffle(one)
+        order += one
+    return order
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% over the planned steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _sample_loss(torch, model, ids, labels, kl_weight: float):
+    out = model(input_ids=ids, labels=labels)
+    loss = out.loss
+    if kl_weight > 0:
+        with torch.no_grad(), model.disable_adapter():
+            reference = model(input_ids=ids).logits
+        mask = labels[:, 1:] != -100
+        log_p = torch.log_softmax(out.logits[:, :-1][mask].float(), -1)
+        log_q = torch.log_softmax(reference[:, :-1][mask].float(), -1)
+        loss = loss + kl_weight * torch.sum(log_p.exp() * (log_p - log_q), -1).mean()
+    return loss
+
+
+def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, backend: str,
+             device: str, dtype: str, progress: StepProgress | None = None) -> TrainResult:
+    """Train `model` (a peft model) on `data`, save its adapter to `out_dir`."""
+    import torch
+
+    result = TrainResult(backend=backend, adapter_dir=str(out_dir), device=device, dtype=dtype)
+    usable = [d for d in data if d.trained_tokens and len(d.ids) > 1]
+    order = sample_order(len(usable), config.seed)
+    total = planned_steps(config, len(usable))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
+    model.train()
+    started = time.perf_counter()
+    cursor = 0
+    result.stopped = "data"
+    while result.steps < total and cursor < len(order):
+        for group in optimiser.param_groups:
+            group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total)
+        step_loss, in_step = 0.0, 0
+        while in_step < config.grad_accum and cursor < len(order):
+            sample = usable[order[cursor]]
+            cursor += 1
+            ids = torch.tensor([sample.ids], device=device)
+            labels = torch.tensor([[t if keep else -100 for t, keep in zip(sample.ids, sample.train)]],
+                                  device=device)
+            with autocast:
+                loss = _sample_loss(torch, model, ids, labels, config.kl_weight)
+            (loss / config.grad_accum).backward()
+            step_loss += float(loss.detach())
+            in_step += 1
+            result.sequences += 1
+            result.tokens += len(sample.ids)
+            result.trained_tokens += sample.trained_tokens
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        result.steps += 1
+        mean = step_loss / in_step
+        result.losses.append(mean)
+        result.seconds = time.perf_counter() - started
+        result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+        if progress:
+            progress(result.steps, total, mean, result.tokens_per_s, result.seconds)
+        if config.max_minutes and result.seconds >= config.max_minutes * 60:
+            result.stopped = "time"
+            break
+    else:
+        result.stopped = "steps" if result.steps >= total and cursor < len(order) else "data"
+    result.first_loss = result.losses[0] if result.losses else None
+    result.last_loss = _tail_mean(result.losses)
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model.save_pretrained(str(out_dir))
+    return result
+
+
+def _tail_mean(losses: list[float], n: int = 5) -> float | None:
+    tail = losses[-n:]
+    return sum(tail) / len(tail) if tail else None

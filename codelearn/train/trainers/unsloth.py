@@ -1,0 +1,46 @@
+"""QLoRA with unsloth on a CUDA GPU (the `gpu` extra).
+
+Only unsloth's model loading and LoRA wrapping are used; its own GGUF export
+clones and downloads llama.cpp at run time, so export goes through llama.cpp's
+converter like every other backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codelearn.corpus.formats import Encoded
+from codelearn.train.trainers.base import StepProgress, TrainConfig, TrainResult
+from codelearn.train.trainers.loop import run_loop
+from codelearn.train.trainers.peft import TARGET_MODULES
+
+
+class UnslothTrainer:
+    name = "unsloth"
+
+    def unavailable(self) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("unsloth") is None:
+            return "unsloth is not installed (pip install 'codelearn[gpu]')"
+        try:
+            import torch
+        except ImportError:
+            return "torch is not installed"
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is visible"
+        return None
+
+    def train(self, base_dir: Path, data: list[Encoded], config: TrainConfig, out_dir: Path,
+              progress: StepProgress | None = None) -> TrainResult:
+        import unsloth  # noqa: F401  (must be imported before transformers to patch it)
+        from unsloth import FastLanguageModel
+
+        longest = max((len(d.ids) for d in data), default=512)
+        model, _ = FastLanguageModel.from_pretrained(model_name=str(base_dir), max_seq_length=longest,
+                                                     load_in_4bit=True, dtype=None)
+        model = FastLanguageModel.get_peft_model(
+            model, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+            target_modules=TARGET_MODULES, use_gradient_checkpointing="unsloth", random_state=config.seed)
+        return run_loop(model, data, config, out_dir, backend=self.name, device="cuda", dtype="bf16",
+                        progress=progress)

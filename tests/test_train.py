@@ -1,0 +1,269 @@
+"""`codelearn train` end to end on real engines: a real git repo with history, the real index,
+a tiny Hugging Face Llama trained with peft, llama.cpp's own converter and quantizer, llama.cpp
+scoring both models for the gate, and the model registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+from conftest import git, make_repo, write_files
+from typer.testing import CliRunner
+
+from codelearn.cli import app
+from codelearn.index.indexer import run_index
+from codelearn.models.registry import Registry, resolve_model, use_model
+from codelearn.project import open_project
+from codelearn.train.lock import TrainLock
+from codelearn.train.nightly import EXIT_BUSY, EXIT_REJECTED, RunOptions, run_training
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+HISTORY = ("textwrap.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "heapq.py")
+NEW_CODE = '''\
+def frobnicate_widget(widget, times):
+    """Turn the widget's knob `times` times and report where it stopped."""
+    position = widget.knob
+    for _ in range(times):
+        position = (position + 7) % 360
+    widget.knob = position
+    return position
+
+
+def unfrobnicate_widget(widget):
+    """Put the widget's knob back to zero."""
+    widget.knob = 0
+    return widget
+'''
+SECRET_KEY = "AKIAZ7QK3NB4XW5TY2PV"
+SECRET_URL_PASSWORD = "SuperSecretPgPw42"
+
+
+def _history_repo(root: Path) -> Path:
+    """Commits of stdlib modules, then one commit of new code the model cannot have seen."""
+    make_repo(root, {f"lib/{HISTORY[0]}": (STDLIB / HISTORY[0]).read_text()}, "first")
+    for name in HISTORY[1:]:
+        write_files(root, {f"lib/{name}": (STDLIB / name).read_text()})
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", f"add {name}")
+    write_files(root, {"lib/widgets.py": NEW_CODE})
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "widgets")
+    return root
+
+
+@pytest.fixture
+def repo(tmp_path, tiny_hf, real_converter, monkeypatch) -> Path:
+    """A repo with history, the tiny model as the served base, fast training settings."""
+    from codelearn.train.bases import hf_base
+
+    root = _history_repo(tmp_path / "repo")
+    settings = {"EMBEDDER": "none", "TRAIN_BASE": str(tiny_hf), "CONVERTER_PATH": str(real_converter),
+                "TRAIN_STEPS": "60", "TRAIN_LR": "3e-3", "GATE_TARGETS": "8", "TRAIN_MINUTES": "5"}
+    for key, value in settings.items():
+        monkeypatch.setenv(f"CODELEARN_{key}", value)
+    use_model(Registry(), str(hf_base(tiny_hf, str(real_converter)).gguf))
+    return root
+
+
+def _serving(root: Path) -> str | None:
+    return Registry().serving(open_project(root).key)
+
+
+def test_a_run_trains_exports_gates_and_promotes_a_model_ask_then_uses(repo):
+    report = run_training(open_project(repo), RunOptions())
+    assert report.status == "promoted", report.message
+    assert report.training["steps"] == 60 and report.training["stopped"] == "steps"
+    assert report.training["last_loss"] < report.training["first_loss"]
+    assert report.export["kind"] == "gguf" and report.export["quant"] == "Q8_0"
+    assert {c["name"] for c in report.gate["checks"]} == {
+        "repo_loss", "forgetting_code", "forgetting_chat", "instruct_loss", "context_helps", "random_context"}
+    assert _serving(repo) == report.candidate
+    registry = Registry()
+    entry = registry.get(report.candidate)
+    assert entry.kind == "adapted" and entry.metrics["cut"]["commits_after"] >= 1
+    resolved = resolve_model(registry, "", open_project(repo).key, "setting")
+    assert resolved.name == report.candidate and resolved.reason == "trained for this repo"
+    from tinygguf import is_quantized
+
+    assert is_quantized(Path(entry.path))
+    rows = json.loads(CliRunner().invoke(app, ["models", "history", "-C", str(repo), "--json"]).stdout)
+    assert [r["status"] for r in rows] == ["serving"]
+    assert rows[0]["repo_loss_candidate"] < rows[0]["repo_loss_serving"]
+    result = CliRunner().invoke(app, ["models", "rollback", "-C", str(repo)])
+    assert result.exit_code == 0 and _serving(repo) is None
+
+
+def test_an_adapter_export_is_served_on_top_of_the_base(repo):
+    report = run_training(open_project(repo), RunOptions(export="adapter"))
+    entry = Registry().get(report.candidate)
+    assert entry.adapter and Path(entry.adapter).is_file() and entry.adapter_sha256
+    assert entry.size == Path(entry.path).stat().st_size  # the base file, shared
+    from codelearn.llm.llama_backend import LlamaModel
+
+    model = LlamaModel(Path(entry.path), lora_path=Path(entry.adapter), context_size=256)
+    model.close()
+
+
+def test_a_deliberately_bad_candidate_is_refused_and_the_serving_model_kept(repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_TRAIN_LR", "0.5")  # diverges: every loss rises
+    report = run_training(open_project(repo), RunOptions())
+    assert report.status == "rejected" and report.exit_code == EXIT_REJECTED
+    assert "repo_loss" in report.message
+    assert _serving(repo) is None
+    rows = json.loads(CliRunner().invoke(app, ["models", "history", "-C", str(repo), "--json"]).stdout)
+    assert rows[0]["status"] == "refused" and "repo_loss" in rows[0]["failed_checks"]
+
+
+def test_nightly_is_up_to_date_when_nothing_changed_and_runs_after_a_commit(repo):
+    project = open_project(repo)
+    first = run_training(project, RunOptions(nightly=True, max_steps=2))
+    assert first.status in ("promoted", "rejected")
+    started = time.perf_counter()
+    again = run_training(project, RunOptions(nightly=True))
+    assert again.status == "up_to_date" and again.exit_code == 0
+    assert time.perf_counter() - started < 5
+    write_files(repo, {"lib/more.py": "def another_one():\n    return 42\n"})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "more")
+    assert run_training(project, RunOptions(nightly=True, dry_run=True)).status == "dry_run"
+
+
+def test_a_second_run_while_one_holds_the_lock_says_busy(repo):
+    project = open_project(repo)
+    project.ensure_state()
+    lock = TrainLock(project.state)
+    assert lock.acquire()
+    try:
+        report = run_training(project, RunOptions(nightly=True))
+    finally:
+        lock.release()
+    assert report.status == "busy" and report.exit_code == EXIT_BUSY == 75
+
+
+def test_a_failed_export_leaves_the_serving_model_alone(repo, monkeypatch, tmp_path):
+    broken = tmp_path / "broken-converter"
+    for name in ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py"):
+        write_files(broken, {name: "import sys\nprint('converter exploded')\nsys.exit(3)\n"})
+    (broken / "conversion").mkdir()
+    (broken / "gguf-py").mkdir()
+    monkeypatch.setenv("CODELEARN_CONVERTER_PATH", str(broken))
+    before = Registry().data
+    result = CliRunner().invoke(app, ["train", "-C", str(repo), "--max-steps", "2"])
+    assert result.exit_code == 1 and "converter exploded" in result.output
+    assert Registry().data == before
+    runs = list((repo / ".codelearn" / "train" / "runs").iterdir())
+    assert json.loads((runs[0] / "report.json").read_text())["status"] == "failed"
+
+
+def test_a_run_killed_mid_training_changes_nothing_and_the_next_run_cleans_up(repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_TRAIN_STEPS", "100000")
+    env = {**os.environ}
+    proc = subprocess.Popen([sys.executable, "-m", "codelearn", "train", "-C", str(repo), "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    runs = repo / ".codelearn" / "train" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        logs = list(runs.glob("*/train.log"))
+        if logs and "step 5/" in logs[0].read_text():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("training never started")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _serving(repo) is None and not list(Registry().history(open_project(repo).key))
+    killed = logs[0].parent
+    assert not (killed / "report.json").exists()
+    report = run_training(open_project(repo), RunOptions(max_steps=2))
+    assert report.status in ("promoted", "rejected")
+    assert json.loads((killed / "report.json").read_text())["status"] == "died"
+    assert not (killed / "adapter").exists() and (killed / "train.log").exists()
+
+
+def test_dry_run_prints_the_mix_without_importing_torch(repo):
+    run_index(open_project(repo), wait=True)
+    code = ("import sys\nfrom codelearn.cli import app\n"
+            "try:\n    app(['train', '--dry-run', '--json'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "assert 'transformers' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "dry_run"
+    kinds = report["dataset"]["kinds"]
+    assert all(kinds[k]["samples"] > 0 for k in ("code", "file", "context", "instruct", "replay"))
+    assert report["dataset"]["split"]["heldout_new"] >= 2  # the two widget functions
+
+
+def _dataset(root: Path):
+    from codelearn.llm.llama_backend import LlamaVocab
+    from codelearn.train.bases import serving_model
+    from codelearn.train.dataset import DataOptions, build_dataset
+
+    project = open_project(root)
+    run_index(project, wait=True)
+    vocab = LlamaVocab(serving_model(project, Registry()).path)
+    return build_dataset(project, vocab, DataOptions.from_settings(project.settings)), vocab
+
+
+def _texts(dataset) -> list[str]:
+    return ["".join(p.text for p in sample.pieces) for sample in dataset.samples]
+
+
+def test_held_out_code_never_reaches_the_training_data(repo):
+    dataset, _ = _dataset(repo)
+    assert {u.symbol for u in dataset.split.new} >= {"frobnicate_widget", "unfrobnicate_widget"}
+    texts = _texts(dataset)
+    for unit in dataset.split.heldout:
+        assert not any(unit.text in text for text in texts), unit.label
+    assert not any("frobnicate" in text for text in texts)
+
+
+def test_replay_share_and_the_contrastive_mix_come_out_as_configured(repo):
+    dataset, _ = _dataset(repo)
+    stats = dataset.stats()
+    assert 0.03 <= stats["replay_share"] <= 0.08
+    details = [s.detail for s in dataset.samples if s.kind == "context"]
+    similar = {int(d.split()[0].split("=")[1]) for d in details}
+    assert {0, 3} <= similar  # all-random and all-similar both occur, and mixes between
+    assert any("copy=1" in d for d in details) and any("copy=0" in d for d in details)
+    for sample in (s for s in dataset.samples if s.kind == "context"):
+        trained = "".join(p.text for p in sample.pieces if p.train)
+        untrained = "".join(p.text for p in sample.pieces if not p.train)
+        assert trained.strip() and untrained.strip()
+
+
+def test_secrets_never_enter_the_training_data(repo):
+    write_files(repo, {
+        "lib/settings.py": f'AWS_ACCESS_KEY_ID = "{SECRET_KEY}"\n'
+                           f'DB_URL = "postgres://admin:{SECRET_URL_PASSWORD}@db.internal:5432/prod"\n\n'
+                           'def connect():\n    """Open the database."""\n    return DB_URL\n',
+        ".env": f"TOKEN={SECRET_KEY}\n"})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "settings")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "later")
+    dataset, _ = _dataset(repo)
+    blob = "\n".join(_texts(dataset))
+    assert SECRET_KEY not in blob
+    assert "AWS_ACCESS_KEY_ID" in blob or any("settings.py" in u.path for u in dataset.split.heldout)
+
+
+def test_unsloth_is_refused_without_cuda_and_auto_falls_back_to_peft():
+    from codelearn.errors import CodelearnError
+    from codelearn.train.trainers.base import choose_trainer
+
+    assert choose_trainer("auto").name == "peft"
+    with pytest.raises(CodelearnError, match="unsloth trainer cannot run here"):
+        choose_trainer("unsloth")
+    with pytest.raises(CodelearnError, match="Unknown train_backend"):
+        choose_trainer("deepspeed")
