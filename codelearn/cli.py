@@ -429,6 +429,43 @@ def train(
     raise typer.Exit(report.exit_code)
 
 
+# -- eval -------------------------------------------------------------------------
+
+@app.command("eval")
+@_expected_errors
+def eval_(
+    quick: bool = typer.Option(False, "--quick", help="Subsampled: about a minute on a small repo."),
+    since: str = typer.Option("", "--since", help="Cut commit or date for the held-out code "
+                              "(default: the trained model's own cut, else automatic)."),
+    questions: Optional[Path] = typer.Option(None, "--questions", exists=True, dir_okay=False,
+                                             help="JSON lines of {question, path, symbol?} to score search on."),
+    show_history: bool = typer.Option(False, "--history", help="The trend across earlier runs, and its plot."),
+    no_answering: bool = typer.Option(False, "--no-answering", help="Skip asking the model questions."),
+    repo: Optional[Path] = RepoOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show what retrieval and learning buy on this repo: base, +retrieval, fine-tuned, both;
+    forgetting; context use; answers about held-out code."""
+    from codelearn import render_eval
+
+    project = _project(repo)
+    if show_history:
+        from codelearn.evaluate.report import history
+
+        rows = history(project)
+        console.print_json(rows) if as_json else render_eval.render_history(project, rows)
+        return
+    from codelearn.evaluate.run import EvalOptions, run_eval
+
+    options = EvalOptions(quick=quick, since=since, questions=questions, answering=not no_answering)
+    with console.progress_bar(enabled=not as_json) as progress:
+        report = run_eval(project, options, progress)
+    if as_json:
+        console.print_json(report)
+    else:
+        render_eval.render_report(report)
+
+
 # -- models ------------------------------------------------------------------------
 
 @models_app.command("list")

@@ -48,3 +48,19 @@ def user_cache_dir() -> Path:
     from platformdirs import user_cache_dir as _dir
 
     return Path(_dir("codelearn"))
+
+
+def new_run_dir(parent: Path) -> Path:
+    """A fresh folder named by the UTC time (YYYYmmdd-HHMMSS), suffixed when a run already took it."""
+    import time
+
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for n in range(1, 1000):
+        path = parent / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run folder under {parent}")

@@ -51,7 +51,7 @@ class Project:
         return found
 
 
-def open_project(start: Path | None = None, overrides: dict[str, Any] | None = None) -> Project:
-    """Find the repo around `start` and load its settings."""
-    root = find_repo_root(start or Path.cwd())
+def open_project(start: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Project:
+    """Find the repo around `start` (a path or a string) and load its settings."""
+    root = find_repo_root(Path(start) if start else Path.cwd())
     return Project(root=root, loaded=load_settings(root, overrides))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,78 @@ def real_converter(tmp_path_factory, pytestconfig) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory) -> Path:
-    """A tiny Hugging Face Llama (SentencePiece tokenizer, random weights), built once."""
+    """A tiny Hugging Face Llama (SentencePiece tokenizer) that has seen some stdlib code, built once.
+
+    Pretrained a little (~20 s) so that, like a real base model, it knows code: training on the
+    repo then helps and training on junk hurts, which a random model cannot show."""
     from tinyhf import build_tiny_hf_llama
 
-    return build_tiny_hf_llama(tmp_path_factory.mktemp("tiny-hf") / "model")
+    return build_tiny_hf_llama(tmp_path_factory.mktemp("tiny-hf") / "model", pretrain_steps=300)
+
+
+# -- training fixtures ---------------------------------------------------------------
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+HISTORY = ("textwrap.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "heapq.py")
+NEW_CODE = '''\
+def frobnicate_widget(widget, times):
+    """Turn the widget's knob `times` times and report where it stopped."""
+    position = widget.knob
+    for _ in range(times):
+        position = (position + 7) % 360
+    widget.knob = position
+    return position
+
+
+def unfrobnicate_widget(widget):
+    """Put the widget's knob back to zero."""
+    widget.knob = 0
+    return widget
+'''
+
+
+def junk_module(seed: int) -> str:
+    """Garbage: a model trained on it gets confidently wrong about real code."""
+    return "\n".join("zq" * (30 + (seed * 7 + i) % 11) for i in range(120)) + "\n"
+
+
+def _history_repo(root: Path, junk: bool = False) -> Path:
+    """Commits of stdlib modules (or of junk), then one commit of new code no model has seen."""
+    def text(index: int, name: str) -> str:
+        return junk_module(index) if junk else (STDLIB / name).read_text()
+
+    make_repo(root, {f"lib/{HISTORY[0]}": text(0, HISTORY[0])}, "first")
+    for index, name in enumerate(HISTORY[1:], 1):
+        write_files(root, {f"lib/{name}": text(index, name)})
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", f"add {name}")
+    write_files(root, {"lib/widgets.py": NEW_CODE})
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "widgets")
+    return root
+
+
+def _train_setup(root: Path, tiny_hf: Path, real_converter: Path, monkeypatch) -> Path:
+    from codelearn.models.registry import Registry, use_model
+    from codelearn.train.bases import hf_base
+
+    settings = {"EMBEDDER": "none", "TRAIN_BASE": str(tiny_hf), "CONVERTER_PATH": str(real_converter),
+                "TRAIN_STEPS": "60", "TRAIN_LR": "3e-3", "GATE_TARGETS": "8", "TRAIN_MINUTES": "5"}
+    for key, value in settings.items():
+        monkeypatch.setenv(f"CODELEARN_{key}", value)
+    use_model(Registry(), str(hf_base(tiny_hf, str(real_converter)).gguf))
+    return root
+
+
+@pytest.fixture
+def train_repo(tmp_path, tiny_hf, real_converter, monkeypatch) -> Path:
+    """A repo with history, the tiny model as the served base, fast training settings."""
+    return _train_setup(_history_repo(tmp_path / "repo"), tiny_hf, real_converter, monkeypatch)
+
+
+@pytest.fixture
+def junk_repo(tmp_path, tiny_hf, real_converter, monkeypatch) -> Path:
+    """The same, but its history is junk: training on it makes a deliberately bad candidate."""
+    return _train_setup(_history_repo(tmp_path / "junk", junk=True), tiny_hf, real_converter, monkeypatch)
+
+

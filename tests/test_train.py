@@ -10,12 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
-from conftest import git, make_repo, write_files
+from conftest import git, write_files
 from typer.testing import CliRunner
 
 from codelearn.cli import app
@@ -25,52 +24,13 @@ from codelearn.project import open_project
 from codelearn.train.lock import TrainLock
 from codelearn.train.nightly import EXIT_BUSY, EXIT_REJECTED, RunOptions, run_training
 
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
-HISTORY = ("textwrap.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "heapq.py")
-NEW_CODE = '''\
-def frobnicate_widget(widget, times):
-    """Turn the widget's knob `times` times and report where it stopped."""
-    position = widget.knob
-    for _ in range(times):
-        position = (position + 7) % 360
-    widget.knob = position
-    return position
-
-
-def unfrobnicate_widget(widget):
-    """Put the widget's knob back to zero."""
-    widget.knob = 0
-    return widget
-'''
 SECRET_KEY = "AKIAZ7QK3NB4XW5TY2PV"
 SECRET_URL_PASSWORD = "SuperSecretPgPw42"
 
 
-def _history_repo(root: Path) -> Path:
-    """Commits of stdlib modules, then one commit of new code the model cannot have seen."""
-    make_repo(root, {f"lib/{HISTORY[0]}": (STDLIB / HISTORY[0]).read_text()}, "first")
-    for name in HISTORY[1:]:
-        write_files(root, {f"lib/{name}": (STDLIB / name).read_text()})
-        git(root, "add", "-A")
-        git(root, "commit", "-q", "-m", f"add {name}")
-    write_files(root, {"lib/widgets.py": NEW_CODE})
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "widgets")
-    return root
-
-
 @pytest.fixture
-def repo(tmp_path, tiny_hf, real_converter, monkeypatch) -> Path:
-    """A repo with history, the tiny model as the served base, fast training settings."""
-    from codelearn.train.bases import hf_base
-
-    root = _history_repo(tmp_path / "repo")
-    settings = {"EMBEDDER": "none", "TRAIN_BASE": str(tiny_hf), "CONVERTER_PATH": str(real_converter),
-                "TRAIN_STEPS": "60", "TRAIN_LR": "3e-3", "GATE_TARGETS": "8", "TRAIN_MINUTES": "5"}
-    for key, value in settings.items():
-        monkeypatch.setenv(f"CODELEARN_{key}", value)
-    use_model(Registry(), str(hf_base(tiny_hf, str(real_converter)).gguf))
-    return root
+def repo(train_repo) -> Path:
+    return train_repo
 
 
 def _serving(root: Path) -> str | None:
@@ -112,13 +72,12 @@ def test_an_adapter_export_is_served_on_top_of_the_base(repo):
     model.close()
 
 
-def test_a_deliberately_bad_candidate_is_refused_and_the_serving_model_kept(repo, monkeypatch):
-    monkeypatch.setenv("CODELEARN_TRAIN_LR", "0.5")  # diverges: every loss rises
-    report = run_training(open_project(repo), RunOptions())
+def test_a_deliberately_bad_candidate_is_refused_and_the_serving_model_kept(junk_repo):
+    report = run_training(open_project(junk_repo), RunOptions(since="HEAD~1"))  # trained on junk
     assert report.status == "rejected" and report.exit_code == EXIT_REJECTED
     assert "repo_loss" in report.message
-    assert _serving(repo) is None
-    rows = json.loads(CliRunner().invoke(app, ["models", "history", "-C", str(repo), "--json"]).stdout)
+    assert _serving(junk_repo) is None
+    rows = json.loads(CliRunner().invoke(app, ["models", "history", "-C", str(junk_repo), "--json"]).stdout)
     assert rows[0]["status"] == "refused" and "repo_loss" in rows[0]["failed_checks"]
 
 

@@ -31,8 +31,14 @@ UNK, BOS, EOS = 0, 1, 2  # SentencePiece's own control tokens
 IM_START, IM_END = 3, 4  # the user-defined symbols follow them; <|im_end|> ends a chat turn
 
 
-def build_tiny_hf_llama(dest: Path, seed: int = 0) -> Path:
-    """Write a tiny random Llama with its tokenizer into `dest` (save_pretrained layout)."""
+PRETRAIN_MODULES = ("os", "json.decoder", "argparse", "pathlib", "inspect", "shutil", "tempfile",
+                    "csv", "string", "difflib")
+
+
+def build_tiny_hf_llama(dest: Path, seed: int = 0, pretrain_steps: int = 0) -> Path:
+    """Write a tiny Llama with its tokenizer into `dest` (save_pretrained layout): random weights,
+    or with `pretrain_steps`, weights that have seen some stdlib code (so that training on junk
+    can make it measurably worse, as training on junk makes a real model worse)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -46,8 +52,34 @@ def build_tiny_hf_llama(dest: Path, seed: int = 0) -> Path:
         bos_token_id=BOS, eos_token_id=IM_END, tie_word_embeddings=False)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if pretrain_steps:
+        _pretrain(model, dest, pretrain_steps, seed)
     model.save_pretrained(dest)  # safetensors
     return dest
+
+
+def _pretrain(model, dest: Path, steps: int, seed: int) -> None:
+    """A few hundred full-model steps on stdlib modules the repo fixtures do not use."""
+    import importlib
+    import random
+
+    import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(dest)
+    ids: list[int] = []
+    for name in PRETRAIN_MODULES:
+        ids += tokenizer(Path(importlib.import_module(name).__file__).read_text(encoding="utf-8"))["input_ids"]
+    rng = random.Random(seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        starts = [rng.randrange(0, len(ids) - 129) for _ in range(8)]
+        batch = torch.tensor([ids[s:s + 128] for s in starts])
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    model.eval()
 
 
 def train_tokenizer(path: Path) -> int:

@@ -42,8 +42,11 @@ class ScoreCache:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.known: dict[str, Tally] = {}
+        self._torn = False  # the last line was cut short: start the next one on a new line
         if path and path.is_file():
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            self._torn = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     row = json.loads(line)
                     self.known[row["key"]] = _tally_from_row(row["tally"])
@@ -59,7 +62,8 @@ class ScoreCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
-            fh.write(json.dumps({"key": key, "tally": vars(tally)}) + "\n")
+            fh.write(("\n" if self._torn else "") + json.dumps({"key": key, "tally": vars(tally)}) + "\n")
+            self._torn = False
             fh.flush()
             os.fsync(fh.fileno())
 

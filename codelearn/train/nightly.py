@@ -163,9 +163,10 @@ class _Run:
         os.replace(tmp, self.state_file)
 
     def _open_run_dir(self) -> None:
-        self.report.run_id = time.strftime("%Y%m%d-%H%M%S")
-        self.run_dir = train_dir(self.project) / "runs" / self.report.run_id
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        from codelearn.paths import new_run_dir
+
+        self.run_dir = new_run_dir(train_dir(self.project) / "runs")
+        self.report.run_id = self.run_dir.name
         self.log_path = self.run_dir / "train.log"
         self.report.log = str(self.log_path)
         handler = logging.FileHandler(self.log_path)

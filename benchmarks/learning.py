@@ -1,0 +1,141 @@
+"""Does the model learn the repo? One budgeted LoRA run on a real temporal split, every export
+measured through llama.cpp on the files that would be served.
+
+    python benchmarks/learning.py --repo /path/to/git/repo --minutes 60 [--model qwen2.5-coder-0.5b]
+
+The repo is cloned (committed history only) into a temporary folder and indexed there. The cut
+is chosen as `codelearn train` chooses it (the commit that holds back ~10% of the added lines):
+everything added after it is held out and scored, never trained on. Prints the training numbers,
+the cost of each export step and a table of held-out repo loss (no context / with retrieved
+neighbours / with random neighbours), general-code loss and chat-replay loss per served model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def clone(repo: Path, dest: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(repo), str(dest)], check=True)
+    return dest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--model", default="", help="base model (default: the serving default)")
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--targets", type=int, default=24)
+    parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    from codelearn.corpus.selfreplay import self_answers
+    from codelearn.evaluate.learning import learning_json, score_models
+    from codelearn.evaluate.probes import ProbeOptions, all_probes
+    from codelearn.evaluate.scoring import ModelRef, ScoreCache
+    from codelearn.index.indexer import run_index
+    from codelearn.llm.llama_backend import LlamaVocab
+    from codelearn.models.registry import Registry
+    from codelearn.project import open_project
+    from codelearn.train.bases import serving_model, training_base
+    from codelearn.train.converter import converter_dir
+    from codelearn.train.dataset import DataOptions, build_dataset
+    from codelearn.train.export import export_adapter, export_gguf
+    from codelearn.train.hf import prepare_base
+    from codelearn.train.trainers.base import TrainConfig, choose_trainer
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="codelearn-learning-"))
+    work.mkdir(parents=True, exist_ok=True)
+    repo = clone(args.repo, work / "repo") if not (work / "repo").exists() else work / "repo"
+    overrides = {"model": args.model} if args.model else {}
+    project = open_project(repo, overrides)
+    clock: dict[str, float] = {}
+
+    def timed(name, fn, *a, **kw):
+        started = time.perf_counter()
+        value = fn(*a, **kw)
+        clock[name] = round(time.perf_counter() - started, 1)
+        print(f"  {name}: {clock[name]:.1f}s", flush=True)
+        return value
+
+    timed("index", run_index, project, wait=True)
+    registry = Registry()
+    serving = serving_model(project, registry)
+    base = training_base(project, registry, serving)
+    vocab = LlamaVocab(base.gguf)
+    answers = timed("self replay answers", self_answers, base.gguf, base.sha256)
+    dataset = timed("dataset", build_dataset, project, vocab, DataOptions.from_settings(project.settings), answers)
+    stats = dataset.stats()
+    print(json.dumps(stats["split"], indent=1))
+    print({k: (v["samples"], v["tokens"]) for k, v in stats["kinds"].items()}, "total", stats["tokens"])
+
+    hf_dir = timed("dequantise base (cached after the first run)", prepare_base, base.weights, base.sha256)
+    config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0)
+    trainer = choose_trainer("auto")
+
+    def step(done, total, loss, rate, seconds):
+        if done % 10 == 0 or done == 1:
+            print(f"  step {done}/{total} loss {loss:.3f} {rate:.0f} tok/s {seconds / 60:.1f} min", flush=True)
+
+    result = timed("train", trainer.train, hf_dir, dataset.encoded, config, work / "adapter", step)
+    print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
+    converter = converter_dir(project.settings.converter_path)
+    exports = {}
+    for quant in ("Q4_K_M", "Q8_0"):
+        folder = work / f"export-{quant}"
+        folder.mkdir(exist_ok=True)
+        exports[quant] = timed(f"export {quant}", export_gguf, hf_dir, work / "adapter", folder, quant=quant,
+                               converter=converter)
+    folder = work / "export-adapter"
+    folder.mkdir(exist_ok=True)
+    exports["adapter"] = timed("export adapter", export_adapter, base.gguf, hf_dir, work / "adapter", folder,
+                               converter=converter)
+    for name, export in exports.items():
+        print(f"  {name}: {json.dumps(export.as_json()['seconds'])} size {export.size / 1e6:.1f} MB")
+
+    options = ProbeOptions(targets=args.targets, seed=0)
+    probes = all_probes(dataset.split, dataset.finder, dataset.fmt, vocab, dataset.repo_name, answers, options)
+    models = [ModelRef("base", base.gguf, base.sha256)] + [
+        ModelRef(name, e.model, f"learning:{work}:{name}", e.adapter) for name, e in exports.items()]
+    scored = timed("score", score_models, models, probes, vocab, cache=ScoreCache(work / "scores.jsonl"),
+                   progress=lambda stage, d, t: print(f"  {stage} {d}/{t}", flush=True) if d % 20 == 0 else None)
+    table = {}
+    print(f"\n| served model | repo loss | +retrieval | +random | next-line EM | general code | chat replay |")
+    print("|---|---|---|---|---|---|---|")
+    for model in scored.by_model:
+        row = {c: scored.loss(model, "repo", c) for c in ("none", "relevant", "random")}
+        row["em"] = scored.tally(model, "repo").exact_match
+        row["general_code"] = scored.loss(model, "general_code")
+        row["general_chat"] = scored.loss(model, "general_chat")
+        table[model] = row
+        print(f"| {model} | " + " | ".join("n/a" if v is None else f"{v:.4f}" for v in row.values()) + " |")
+    for model in list(scored.by_model)[1:]:
+        b, a = table["base"], table[model]
+        print(f"{model}: repo {(a['none'] - b['none']) / b['none']:+.1%}, +retrieval "
+              f"{(a['relevant'] - b['relevant']) / b['relevant']:+.1%}, general code "
+              f"{(a['general_code'] - b['general_code']) / b['general_code']:+.1%}, chat replay "
+              f"{(a['general_chat'] - b['general_chat']) / b['general_chat']:+.1%}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory {peak:.0f} MB; timings {json.dumps(clock)}")
+    if args.json:
+        args.json.write_text(json.dumps({"stats": stats, "training": result.as_json(), "clock": clock,
+                                         "exports": {n: e.as_json() for n, e in exports.items()},
+                                         "table": table, "peak_mb": peak,
+                                         "learning": learning_json(scored)}, indent=1, default=str))
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("CODELEARN_EMBEDDER", os.environ.get("CODELEARN_EMBEDDER", "default"))
+    main()
