@@ -120,7 +120,7 @@ def _index_summary(report) -> str:
 @_expected_errors
 def search(
     query: str = typer.Argument(..., help="A question or an identifier."),
-    k: Optional[int] = typer.Option(None, "-k", help="How many results (default: setting search_k)."),
+    k: Optional[int] = typer.Option(None, "-k", min=1, help="How many results (default: setting search_k)."),
     mode: str = typer.Option("hybrid", help="hybrid, keyword or vector."),
     repo: Optional[Path] = RepoOption,
     as_json: bool = JsonOption,
@@ -343,9 +343,9 @@ def _answer_turn(conversation, question: str, *, as_json: bool, stream: bool, co
 @_expected_errors
 def ask(
     question: str = typer.Argument(..., help="What you want to know about the code."),
-    k: Optional[int] = typer.Option(None, "-k", help="Search hits to consider (default: setting ask_k)."),
+    k: Optional[int] = typer.Option(None, "-k", min=1, help="Search hits to consider (default: setting ask_k)."),
     max_context: Optional[int] = typer.Option(
-        None, "--max-context", help="Tokens of code in the prompt (default: setting max_context)."),
+        None, "--max-context", min=1, help="Tokens of code in the prompt (default: setting max_context)."),
     model: Optional[str] = ModelOption,
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when it is complete."),
     show_context: bool = typer.Option(False, "--show-context", help="Print exactly what the model sees."),
@@ -362,8 +362,8 @@ def ask(
 @_expected_errors
 def chat(
     model: Optional[str] = ModelOption,
-    k: Optional[int] = typer.Option(None, "-k", help="Search hits to consider per turn."),
-    max_context: Optional[int] = typer.Option(None, "--max-context", help="Tokens of code per turn."),
+    k: Optional[int] = typer.Option(None, "-k", min=1, help="Search hits to consider per turn."),
+    max_context: Optional[int] = typer.Option(None, "--max-context", min=1, help="Tokens of code per turn."),
     show_context: bool = typer.Option(False, "--show-context", help="Print what the model sees each turn."),
     repo: Optional[Path] = RepoOption,
 ) -> None:

@@ -113,3 +113,15 @@ def test_init_writes_a_complete_config_and_installs_hooks(tmp_path):
     assert set(tomllib.loads(uncommented)["codelearn"]) == set(SETTING_NAMES)
     hooks = json.loads(run("hooks", "status", "--json", "--repo", str(repo)).stdout)
     assert {h["name"]: h["state"] for h in hooks}["post-commit"] == "installed"
+
+
+def test_a_bad_count_is_an_error_with_the_fix_not_an_empty_result(tmp_path):
+    from typer.testing import CliRunner
+
+    from codelearn.cli import app
+
+    for args in (["search", "x", "-k", "-3"], ["search", "x", "-k", "0"], ["ask", "x", "--max-context", "0"],
+                 ["train", "--max-steps", "-1"]):
+        result = CliRunner().invoke(app, [*args, "-C", str(tmp_path)])
+        assert result.exit_code == 2, (args, result.output)
+        assert "Invalid value" in result.output

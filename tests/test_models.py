@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import threading
 import time
@@ -247,3 +248,13 @@ def test_ask_with_no_model_named_joins_the_bundled_default_first(tiny_catalog, t
     assert again.exit_code == 0 and "Preparing model" not in again.output
     pulled = runner.invoke(app, ["models", "pull", "tiny-bundled"])
     assert pulled.exit_code == 0 and "already installed" in pulled.output
+
+
+def test_automatic_threads_do_not_count_our_own_finished_work():
+    from codelearn.llm.base import busy_cores, others_busy_cores
+
+    # 2 cores, 100 ticks/s, a 1 s window: 200 ticks in all, 150 of them busy
+    assert busy_cores((0, 0), (150, 200), own_seconds=0.0, ticks=100, cores=2) == 1.5
+    assert busy_cores((0, 0), (150, 200), own_seconds=1.0, ticks=100, cores=2) == 0.5  # we used one
+    assert busy_cores((0, 0), (50, 200), own_seconds=1.0, ticks=100, cores=2) == 0.0
+    assert 0.0 <= others_busy_cores() <= (os.cpu_count() or 1)

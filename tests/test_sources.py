@@ -148,12 +148,58 @@ def test_git_blob_survives_stale_stat_data(repo: Path) -> None:
     assert files["clean.py"].blob == git(repo, "hash-object", "clean.py").strip()
 
 
-def test_git_tracked_symlink_has_no_blob(repo: Path) -> None:
+def test_a_tracked_link_inside_the_repo_is_indexed_once_under_its_target(repo: Path) -> None:
     (repo / "link.py").symlink_to("clean.py")
     git(repo, "add", "link.py")
-    files = listed(list_files(repo_source(repo), max_bytes=MAX))
-    assert files["link.py"].blob is None
-    assert files["link.py"].size == (repo / "clean.py").stat().st_size
+    listing = list_files(repo_source(repo), max_bytes=MAX)
+    assert "clean.py" in listed(listing) and "link.py" not in listed(listing)
+    assert skipped(listing)["link.py"].reason == "symlink"
+    assert "clean.py" in skipped(listing)["link.py"].detail
+
+
+def test_links_out_of_the_repo_are_never_read(repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write(outside, "passwd", "root:x:0:0:root:/root:/bin/bash\n")
+    write(outside, "dir/creds.py", "TOKEN = 'hunter2hunter2'\n")
+    (repo / "pw").symlink_to(outside / "passwd")
+    (repo / "etc").symlink_to(outside / "dir", target_is_directory=True)
+    (repo / "loop").symlink_to("loop")
+    git(repo, "add", "pw", "etc", "loop")
+    listing = list_files(repo_source(repo), max_bytes=MAX)
+    assert not {"pw", "etc", "etc/creds.py", "loop"} & set(listed(listing))
+    assert skipped(listing)["pw"].reason == "outside-source"
+    assert skipped(listing)["loop"].reason == "symlink-loop"
+    assert {s.reason for s in listing.skipped} <= SKIP_REASONS
+
+
+def test_a_library_folder_does_not_follow_links_out_of_it(tmp_path: Path) -> None:
+    write(tmp_path, "outside/secret.py", "KEY = 1\n")
+    write(tmp_path, "lib/a.py")
+    (tmp_path / "lib/out").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (tmp_path / "lib/one.py").symlink_to(tmp_path / "outside/secret.py")
+    listing = list_files(Source("lib:x", tmp_path / "lib", "folder"), max_bytes=MAX)
+    assert sorted(listed(listing)) == ["a.py"]
+    assert skipped(listing)["out"].reason == "outside-source"
+    assert skipped(listing)["one.py"].reason == "outside-source"
+
+
+def test_the_index_never_holds_what_a_link_out_of_the_repo_points_to(repo: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from codelearn.index.indexer import run_index
+    from codelearn.index.search import Searcher
+    from codelearn.project import open_project
+
+    write(tmp_path, "outside/passwd", "root:x:0:0:zorbulon:/root:/bin/bash\n")
+    (repo / "pw").symlink_to(tmp_path / "outside/passwd")
+    git(repo, "add", "pw")
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
+    project = open_project(repo)
+    run_index(project, wait=True)
+    searcher = Searcher(project)
+    try:
+        assert searcher.search("zorbulon", k=5, mode="keyword") == []
+    finally:
+        searcher.close()
 
 
 def test_git_submodules_are_skipped(repo: Path, tmp_path: Path) -> None:
@@ -279,8 +325,9 @@ def test_folder_symlink_loops_and_broken_links(tmp_path: Path) -> None:
     write(tmp_path, "real/lib.py")
     (tmp_path / "alias").symlink_to("real", target_is_directory=True)
     listing = list_files(Source("repo", tmp_path, "folder"), max_bytes=MAX)
-    assert sorted(listed(listing)) == ["a/file.py", "alias/lib.py", "real/lib.py"]
+    assert sorted(listed(listing)) == ["a/file.py", "real/lib.py"]  # alias/ is real/, once
     skips = skipped(listing)
+    assert skips["alias"].reason == "symlink"
     assert skips["a/up"].reason == "symlink-loop"
     assert skips["a/self"].reason == "symlink-loop"
     assert skips["broken.py"].reason == "unreadable"
@@ -450,6 +497,16 @@ def test_private_key_in_one_line_string_and_without_end_marker() -> None:
     text, reds = redact_secrets(cut, "a.pem.txt")
     assert "MHcCAQ" not in text and "AwEHoUQ" not in text
     assert text.count("\n") == cut.count("\n")
+
+
+def test_passwords_inside_urls_are_redacted_whatever_they_look_like() -> None:
+    line = "DB_URL=postgres://admin:SuperSecretPgPw42@db.internal:5432/prod\n"
+    text, redactions = redact_secrets(line, "settings.ini")
+    assert "SuperSecretPgPw42" not in text and [r.kind for r in redactions] == ["url-credentials"]
+    assert text.startswith("DB_URL=postgres://admin:«redacted:url-credentials»@db.internal:5432/prod")
+    for kept in ("redis://app:${REDIS_PASSWORD}@cache:6379/0\n", "amqp://guest:password@mq//\n",
+                 "mysql://root:********@db/app\n"):
+        assert redact_secrets(kept, "settings.ini") == (kept, [])
 
 
 @pytest.mark.parametrize(

@@ -226,3 +226,29 @@ def test_unsloth_is_refused_without_cuda_and_auto_falls_back_to_peft():
         choose_trainer("unsloth")
     with pytest.raises(CodelearnError, match="Unknown train_backend"):
         choose_trainer("deepspeed")
+
+
+def test_pruning_keeps_the_serving_model_and_never_deletes_a_shared_base(tiny_model, tmp_path):
+    import shutil
+
+    from codelearn.models.registry import ModelEntry, models_dir
+
+    registry = Registry()
+    folder = models_dir() / "adapted"
+    folder.mkdir(parents=True)
+    base = shutil.copy(tiny_model, models_dir() / "base.gguf")
+    names = []
+    for n in range(4):
+        adapter = n % 2 == 1  # alternate merged models and adapters served on the shared base
+        own = Path(shutil.copy(tiny_model, folder / (f"m{n}.adapter.gguf" if adapter else f"m{n}.gguf")))
+        entry = ModelEntry(name=f"m{n}", path=str(base if adapter else own), sha256="x", size=1, mtime=0,
+                           source="trained", kind="adapted", base="b", repo="key", added=f"2026-11-0{n + 1}",
+                           adapter=str(own) if adapter else None)
+        registry.add(entry)
+        names.append(entry.name)
+    registry.promote("key", "m0")
+    gone = registry.prune("key", keep=1)
+    assert [e.name for e in gone] == ["m1", "m2"]
+    assert {e.name for e in registry.history("key")} == {"m0", "m3"}
+    assert not (folder / "m1.adapter.gguf").exists() and not (folder / "m2.gguf").exists()
+    assert Path(base).exists() and (folder / "m0.gguf").exists()

@@ -60,8 +60,45 @@ def auto_threads(requested: int = 0) -> int:
     if requested > 0:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
+    busy = others_busy_cores()
     return max(1, min(cores, round(cores - busy + 0.25)))
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat (Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def others_busy_cores(window: float = 0.05) -> float:
+    """How many cores *other* processes keep busy right now.
+
+    Measured over a short window, minus this process's own CPU time: the load average
+    lags by a minute, so right after codelearn's own indexing it reported the machine
+    busy and generation ran on one thread at half speed.
+    """
+    import time
+
+    before, own_before = _cpu_jiffies(), os.times()
+    if before is None:
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+    time.sleep(window)
+    after, own_after = _cpu_jiffies(), os.times()
+    own = own_after.user + own_after.system - own_before.user - own_before.system
+    return busy_cores(before, after, own, os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1)
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int], own_seconds: float, ticks: int,
+               cores: int) -> float:
+    """Cores kept busy by others between two /proc/stat readings, our own CPU time taken out."""
+    total = max(1, after[1] - before[1])  # all cores' ticks in the window
+    busy = (after[0] - before[0]) / total * cores
+    return max(0.0, busy - own_seconds * ticks / total * cores)

@@ -296,8 +296,9 @@ class LlamaScorer:
         self.path = Path(path)
         extra = {"lora_path": str(lora_path)} if lora_path else {}
         self.n_batch = min(512, n_ctx)
+        threads = auto_threads(threads)
         self.llm = _load(self.path, n_ctx=n_ctx, n_batch=self.n_batch, n_ubatch=self.n_batch,
-                         n_threads=auto_threads(threads), n_threads_batch=auto_threads(threads),
+                         n_threads=threads, n_threads_batch=threads,
                          n_gpu_layers=default_gpu_layers(_llama_cpp(), -1), **extra)
         self.n_ctx = n_ctx
         self.n_vocab = self.llm._model.n_vocab()

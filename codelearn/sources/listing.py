@@ -52,11 +52,15 @@ def list_files(source: Source, *, max_bytes: int, ignore_file: str = ".codelearn
     elif source.kind == "python" and source.only:
         candidates = ((path, None) for path in source.only)
     else:
-        candidates = _walk(source.root, rules, skipped)
+        candidates = _walk(source.root, rules, skipped, os.path.realpath(source.root))
+    real_root = os.path.realpath(source.root)
+    # RECORD paths of an installed distribution may climb out (`../../bin/tool`); git and the
+    # folder walk only ever reach outside through a link, which `_examine` checks anyway.
+    check_all = source.kind == "python"
     for path, blob in candidates:
         if rules.ignores(path):
             continue
-        result = _examine(source.root, path, blob, max_bytes)
+        result = _examine(source.root, path, blob, max_bytes, real_root, check_all)
         if isinstance(result, FileEntry):
             entries.append(result)
         elif result is not None:
@@ -75,18 +79,38 @@ def _git_candidates(root: Path) -> Iterator[_Candidate]:
         yield path, files.clean.get(path)
 
 
-def _examine(root: Path, path: str, blob: str | None, max_bytes: int) -> FileEntry | Skip | None:
+def inside(real_root: str, target: str) -> bool:
+    return target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _link_skip(path: str, target: str, real_root: str) -> Skip | None:
+    """Why a link (or a climbing path) is not read: it leaves the source, or it names a
+    secret, or it points at a file of the source that is indexed under its own path."""
+    if (pattern := secret_file_pattern(target.replace(os.sep, "/"))) is not None:
+        return Skip(path, "ignored-secret-file", f"links to a file matching {pattern}")
+    if not inside(real_root, target):
+        return Skip(path, "outside-source", "resolves outside the source folder")
+    return None
+
+
+def _examine(root: Path, path: str, blob: str | None, max_bytes: int, real_root: str,
+             check_all: bool = False) -> FileEntry | Skip | None:
     """A listed file, a skip, or None for something that is not a file (any more)."""
     if (pattern := secret_file_pattern(path)) is not None:
         return Skip(path, "ignored-secret-file", f"matches {pattern}")
     full = f"{root}{os.sep}{path}"
     try:
         info = os.lstat(full)
-        if stat.S_ISLNK(info.st_mode):
-            blob = None  # git's blob of a link is its target's name
+        link = stat.S_ISLNK(info.st_mode)
+        if link or check_all:
             target = os.path.realpath(full)
-            if (pattern := secret_file_pattern(target.replace(os.sep, "/"))) is not None:
-                return Skip(path, "ignored-secret-file", f"links to a file matching {pattern}")
+            if (why := _link_skip(path, target, real_root)) is not None:
+                return why
+            if link:
+                if os.path.isfile(target) and target != os.path.join(real_root, path):
+                    own = os.path.relpath(target, real_root).replace(os.sep, "/")
+                    return Skip(path, "symlink", f"links to {own}, indexed under that path")
+                blob = None  # git's blob of a link is its target's name
             info = os.stat(full)
     except FileNotFoundError:
         if os.path.islink(full):
@@ -107,8 +131,9 @@ def _examine(root: Path, path: str, blob: str | None, max_bytes: int) -> FileEnt
     return FileEntry(path=path, size=info.st_size, mtime_ns=info.st_mtime_ns, blob=blob)
 
 
-def _walk(root: Path, rules: IgnoreRules, skipped: list[Skip]) -> Iterator[_Candidate]:
-    """Walk a plain folder depth-first, following directory links but never into a loop."""
+def _walk(root: Path, rules: IgnoreRules, skipped: list[Skip], real_root: str) -> Iterator[_Candidate]:
+    """Walk a plain folder depth-first; folder links are not followed (one that stays inside
+    is walked under its own path, one that leaves is never read)."""
     top = os.stat(root)
     stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
         (str(root), "", frozenset({(top.st_dev, top.st_ino)}))
@@ -132,6 +157,9 @@ def _walk(root: Path, rules: IgnoreRules, skipped: list[Skip]) -> Iterator[_Cand
                 continue
             if _excluded_dir(entry) or rules.ignores(rel, is_dir=True):
                 continue
+            if entry.is_symlink() and not inside(real_root, os.path.realpath(entry.path)):
+                skipped.append(Skip(rel, "outside-source", "a folder link that leaves the source"))
+                continue
             try:
                 info = entry.stat()
             except OSError as exc:
@@ -141,6 +169,10 @@ def _walk(root: Path, rules: IgnoreRules, skipped: list[Skip]) -> Iterator[_Cand
             key = (info.st_dev, info.st_ino)
             if key in ancestors:
                 skipped.append(Skip(rel, "symlink-loop", "links to a directory above it"))
+                continue
+            if entry.is_symlink():  # its target is inside and walked under its own path
+                target = os.path.relpath(os.path.realpath(entry.path), real_root).replace(os.sep, "/")
+                skipped.append(Skip(rel, "symlink", f"links to {target}, indexed under that path"))
                 continue
             stack.append((entry.path, rel + "/", ancestors | {key}))
 

@@ -13,6 +13,8 @@ SKIP_REASONS = frozenset(
         "minified",
         "encoding",
         "symlink-loop",
+        "symlink",  # a link to a file inside the source: indexed under its own path, once
+        "outside-source",  # a link (or a path) that resolves outside the source root: never read
         "unreadable",
     }
 )

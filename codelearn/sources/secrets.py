@@ -210,11 +210,24 @@ def redact_secrets(text: str, path: str) -> tuple[str, list[Redaction]]:
     spans += _assignment_spans(text)
     if "://" in text and "@" in text:
         for m in _URL_CREDENTIALS_RE.finditer(text):
-            if looks_random(m.group("pw")):
+            if not _url_placeholder(m.group("pw")):
                 spans.append((m.start("pw"), m.end("pw"), "url-credentials"))
     if not spans:
         return text, []
     return _apply(text, path, spans)
+
+
+_URL_PLACEHOLDERS = frozenset({"password", "passwd", "pass", "pwd", "secret", "changeme", "change_me",
+                               "example", "placeholder", "redacted", "xxxxxx", "yourpassword"})
+
+
+def _url_placeholder(password: str) -> bool:
+    """A password in a URL is redacted unless it is plainly not one: a template variable
+    (`${DB_PW}`, `{pw}`, `%(pw)s`, `<password>`), stars, or a stock word. Any real-looking
+    value is a credential, however wordy (`SuperSecretPgPw42`)."""
+    if password[0] in "$%{<[" or set(password) <= {"*", "x", "X", "."}:
+        return True
+    return password.lower() in _URL_PLACEHOLDERS
 
 
 def _starts_word(text: str, start: int) -> bool:

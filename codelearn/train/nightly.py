@@ -129,6 +129,8 @@ class _Run:
         self.serving = serving_model(self.project, self.registry)
         self.base = training_base(self.project, self.registry, self.serving)
         self.report.serving, self.report.base = self.serving.name, self.base.name
+        if not self.options.dry_run:
+            self._stage("preflight", self._preflight)
         self._stage("data", self._build_data)
         if self.options.dry_run:
             self.report.status, self.report.message = "dry_run", "Dry run: nothing was trained."
@@ -187,6 +189,18 @@ class _Run:
         self._handler.close()
 
     # -- stages -----------------------------------------------------------------
+    def _preflight(self) -> None:
+        """Fail in seconds, not after an hour: the trainer can run and the converter is at hand."""
+        from codelearn.train.converter import converter_dir
+        from codelearn.train.trainers.base import choose_trainer
+
+        kind = self.options.export or self.settings.export
+        if kind not in ("gguf", "adapter"):
+            raise CodelearnError(f"Unknown export {kind!r}.", "Set export to gguf or adapter.")
+        self.trainer = choose_trainer(self.settings.train_backend)
+        self.converter = converter_dir(self.settings.converter_path,
+                                       progress=lambda d, t: self.progress("fetching converter", d, t))
+
     def _refresh_index(self) -> None:
         from codelearn.index.indexer import run_index
 
@@ -210,7 +224,7 @@ class _Run:
 
     def _train(self) -> None:
         from codelearn.train.hf import prepare_base
-        from codelearn.train.trainers.base import TrainConfig, choose_trainer
+        from codelearn.train.trainers.base import TrainConfig
 
         self.progress("preparing base", 0, 1)
         self.hf_dir = prepare_base(self.base.weights, self.base.sha256)
@@ -222,7 +236,7 @@ class _Run:
             threads=s.threads, seed=s.train_seed,
             max_steps=self.options.max_steps if self.options.max_steps is not None else s.train_steps,
             max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes)
-        trainer = choose_trainer(s.train_backend)
+        trainer = self.trainer
 
         def step(done: int, total: int, loss: float, rate: float, seconds: float) -> None:
             self.progress("training", done, total, f"loss {loss:.3f}  {rate:.0f} tok/s")
@@ -232,14 +246,10 @@ class _Run:
         self.report.training = result.as_json()
 
     def _export(self) -> None:
-        from codelearn.train.converter import converter_dir
         from codelearn.train.export import export_adapter, export_gguf, export_quant
 
         kind = self.options.export or self.settings.export
-        if kind not in ("gguf", "adapter"):
-            raise CodelearnError(f"Unknown export {kind!r}.", "Use gguf or adapter.")
-        converter = converter_dir(self.settings.converter_path,
-                                  progress=lambda d, t: self.progress("fetching converter", d, t))
+        converter = self.converter
         self.progress("exporting", 0, 1)
         if kind == "adapter":
             self.export = export_adapter(self.base.gguf, self.hf_dir, self.run_dir / "adapter", self.run_dir,
@@ -283,6 +293,9 @@ class _Run:
             self.registry.promote(self.project.key, entry.name)
             self.report.status = "promoted"
             self.report.message = f"Promoted {entry.name}: {self.gate.summary()}."
+            if self.settings.model:
+                self.report.message += (f" The `model` setting ({self.settings.model}) still decides what "
+                                        "`ask` uses; clear it to answer with the trained model.")
         else:
             self.report.status = "rejected"
             self.report.message = f"Kept {self.serving.name}; the candidate failed: {self.gate.summary()}."
