@@ -74,7 +74,7 @@ def plot_report(report: dict, dest: Path) -> Path:
     _bars(axes[0], list(conditions), [r["loss"] for r in conditions.values()],
           "held-out repo loss (lower is better)")
     context = learning.get("context_use", {})
-    _grouped(axes[1], context, ("none", "relevant", "random"), "repo loss by context (per model)")
+    _grouped(axes[1], context, ("none", "relevant", "random"), "repo loss by context (per model)", zoom=True)
     sets = report.get("retrieval", {}).get("sets", {})
     modes = {name: {mode: m.get("recall@5") for mode, m in s.get("modes", {}).items()} for name, s in sets.items()}
     _grouped(axes[2], modes, ("keyword", "vector", "hybrid"), "retrieval recall@5 per query set")
@@ -94,10 +94,19 @@ def _bars(ax, labels: list[str], values: list, title: str) -> None:
     ax.bar(labels, shown, color=["#999", "#6a9", "#58c", "#36a"][: len(labels)])
     for i, v in enumerate(values):
         ax.text(i, shown[i], "n/a" if v is None else f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+    _zoom(ax, shown)
     ax.tick_params(axis="x", labelsize=8)
 
 
-def _grouped(ax, groups: dict, keys: tuple[str, ...], title: str) -> None:
+def _zoom(ax, values: list[float]) -> None:
+    """Losses differ by a few percent: start the axis near the smallest bar, not at zero."""
+    real = [v for v in values if v]
+    if real:
+        low, high = min(real), max(real)
+        ax.set_ylim(max(0.0, low - (high - low) * 0.5 - low * 0.02), high + (high - low) * 0.3 + high * 0.01)
+
+
+def _grouped(ax, groups: dict, keys: tuple[str, ...], title: str, zoom: bool = False) -> None:
     ax.set_title(title, fontsize=10)
     if not groups:
         ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
@@ -108,6 +117,8 @@ def _grouped(ax, groups: dict, keys: tuple[str, ...], title: str) -> None:
         ax.bar([i + j * width for i in range(len(groups))], values, width, label=key)
     ax.set_xticks([i + width * (len(keys) - 1) / 2 for i in range(len(groups))], list(groups), fontsize=8)
     ax.legend(fontsize=7)
+    if zoom:
+        _zoom(ax, [groups[g].get(k) or 0.0 for g in groups for k in keys])
 
 
 def plot_history(rows: list[dict], dest: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from codelearn.errors import CodelearnError
 from codelearn.evaluate.scoring import ModelRef
-from codelearn.models.registry import Registry, ResolvedModel, is_model_path, resolve_model
+from codelearn.models.registry import Registry, ResolvedModel, resolve_model
 from codelearn.project import Project
 
 
@@ -49,20 +49,18 @@ def training_base(project: Project, registry: Registry, serving: ResolvedModel) 
     if choice and Path(choice).expanduser().is_dir():
         return hf_base(Path(choice).expanduser().resolve(), project.settings.converter_path)
     if choice:
-        resolved = resolve_model(registry, choice, project.key,
-                                 "train_base") if not is_model_path(choice) else resolve_model(
-            registry, choice, None, "train_base")
+        resolved = resolve_model(registry, choice, None, "train_base")
     elif serving.entry is not None and serving.entry.kind == "adapted" and serving.entry.base:
         resolved = resolve_model(registry, serving.entry.base, None, "base of the serving model")
     else:
         resolved = serving
     entry = resolved.entry
-    if entry is None:
+    if entry is not None:
+        sha = entry.sha256
+    else:
         from codelearn.models.registry import sha256_file
 
         sha = sha256_file(resolved.path)
-    else:
-        sha = entry.sha256
     return Base(resolved.name, resolved.path, sha, resolved.path, resolved.template or "chatml")
 
 

@@ -60,6 +60,24 @@ def _sample_loss(torch, model, ids, labels, kl_weight: float):
     return loss
 
 
+def _accumulate(torch, model, samples: list[Encoded], config: TrainConfig, autocast, device: str,
+                result: TrainResult) -> float:
+    """Forward and backward over one step's samples; returns their mean loss."""
+    total = 0.0
+    for sample in samples:
+        ids = torch.tensor([sample.ids], device=device)
+        labels = torch.tensor([[t if keep else -100 for t, keep in zip(sample.ids, sample.train)]],
+                              device=device)
+        with autocast:
+            loss = _sample_loss(torch, model, ids, labels, config.kl_weight)
+        (loss / config.grad_accum).backward()
+        total += float(loss.detach())
+        result.sequences += 1
+        result.tokens += len(sample.ids)
+        result.trained_tokens += sample.trained_tokens
+    return total / len(samples)
+
+
 def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, backend: str,
              device: str, dtype: str, progress: StepProgress | None = None) -> TrainResult:
     """Train `model` (a peft model) on `data`, save its adapter to `out_dir`."""
@@ -74,41 +92,26 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
     model.train()
     started = time.perf_counter()
-    cursor = 0
     result.stopped = "data"
-    while result.steps < total and cursor < len(order):
+    for cursor in range(0, min(len(order), total * config.grad_accum), config.grad_accum):
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total)
-        step_loss, in_step = 0.0, 0
-        while in_step < config.grad_accum and cursor < len(order):
-            sample = usable[order[cursor]]
-            cursor += 1
-            ids = torch.tensor([sample.ids], device=device)
-            labels = torch.tensor([[t if keep else -100 for t, keep in zip(sample.ids, sample.train)]],
-                                  device=device)
-            with autocast:
-                loss = _sample_loss(torch, model, ids, labels, config.kl_weight)
-            (loss / config.grad_accum).backward()
-            step_loss += float(loss.detach())
-            in_step += 1
-            result.sequences += 1
-            result.tokens += len(sample.ids)
-            result.trained_tokens += sample.trained_tokens
+        batch = [usable[i] for i in order[cursor:cursor + config.grad_accum]]
+        mean = _accumulate(torch, model, batch, config, autocast, device, result)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
         result.steps += 1
-        mean = step_loss / in_step
         result.losses.append(mean)
         result.seconds = time.perf_counter() - started
         result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
         if progress:
             progress(result.steps, total, mean, result.tokens_per_s, result.seconds)
-        if config.max_minutes and result.seconds >= config.max_minutes * 60:
+        if config.max_minutes and result.seconds >= config.max_minutes * 60 and result.steps < total:
             result.stopped = "time"
             break
-    else:
-        result.stopped = "steps" if result.steps >= total and cursor < len(order) else "data"
+    if result.stopped != "time":
+        result.stopped = "steps" if config.max_steps and result.steps >= config.max_steps else "data"
     result.first_loss = result.losses[0] if result.losses else None
     result.last_loss = _tail_mean(result.losses)
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
