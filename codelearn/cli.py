@@ -466,6 +466,34 @@ def eval_(
         render_eval.render_report(report)
 
 
+# -- mcp --------------------------------------------------------------------------
+
+@app.command()
+@_expected_errors
+def mcp(
+    http: Optional[str] = typer.Option(
+        None, "--http", metavar="HOST:PORT", help="Serve streamable HTTP at http://HOST:PORT/mcp instead of "
+        "stdio; a bare PORT binds 127.0.0.1. A HOST other than loopback needs --token."),
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar="CODELEARN_MCP_TOKEN", show_envvar=False,
+        help="With --http: clients must send `Authorization: Bearer TOKEN` (default: $CODELEARN_MCP_TOKEN)."),
+    repo: Optional[Path] = RepoOption,
+) -> None:
+    """Serve search, definitions, file reading and answers to editors and coding agents
+    (Model Context Protocol; stdio unless --http)."""
+    from codelearn.mcp.server import http_address, serve
+
+    project = _project(repo)
+    address = http_address(http, token) if http is not None else None
+    if address is None:
+        where = "over stdio"
+    else:
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        where = f"at http://{host}:{address[1]}/mcp" + (" (bearer token required)" if token else "")
+    console.info(f"Serving MCP for {project.root} {where}.")  # stderr: stdout is the stdio wire
+    serve(project, address, token)
+
+
 # -- models ------------------------------------------------------------------------
 
 @models_app.command("list")

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -16,12 +17,14 @@ err = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    """One line, in red, on stderr."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """One line, in red, on stderr. The message is text, not markup: `pip install
+    'codelearn[train]'` must keep its brackets."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 def info(message: str) -> None:
-    err.print(message, soft_wrap=True)
+    """A status line on stderr (plain text, never markup)."""
+    err.print(escape(message), soft_wrap=True)
 
 
 def print_json(data: object) -> None:

@@ -125,3 +125,13 @@ def test_a_bad_count_is_an_error_with_the_fix_not_an_empty_result(tmp_path):
         result = CliRunner().invoke(app, [*args, "-C", str(tmp_path)])
         assert result.exit_code == 2, (args, result.output)
         assert "Invalid value" in result.output
+
+
+def test_errors_keep_their_brackets(capsys):
+    from codelearn import console
+    from codelearn.errors import MissingExtraError
+
+    console.error(str(MissingExtraError("torch", "train")))
+    console.info("pip install 'codelearn[eval]'")
+    err = capsys.readouterr().err
+    assert "codelearn[train]" in err and "codelearn[eval]" in err
