@@ -366,3 +366,20 @@ def test_exact_search_and_the_vector_store_agree(repo, monkeypatch):
     finally:
         searcher.close()
     assert through_store == exact and all(exact)
+
+
+def test_a_run_that_meets_a_momentary_lock_holder_still_runs(tmp_path):
+    """`status` takes the writer lock for an instant; a hook's run arriving then must not be lost."""
+    import threading
+
+    from codelearn.index.indexer import run_index
+    from codelearn.index.lock import WriterLock
+    from codelearn.project import open_project
+
+    repo = make_repo(tmp_path / "r", {"a.py": "def a():\n    return 1\n"})
+    project = open_project(repo)
+    probe = WriterLock(project.ensure_state())
+    assert probe.acquire()
+    threading.Timer(0.01, probe.release).start()
+    report = run_index(project, progress=lambda *a: None)
+    assert report.ran and report.files_changed == 1

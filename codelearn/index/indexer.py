@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int | None], None]
 
 EMBED_BATCH = 256
+RETRY_S = 0.05  # a busy lock is tried once more after this
 COMMIT_EVERY = 200  # files per catalog transaction
 
 _TEST_DIR = re.compile(r"(^|/)(tests?|testing|__tests__|spec|specs)(/|$)")
@@ -74,8 +75,14 @@ def run_index(project: Project, *, rebuild: bool = False, wait: bool = False,
     lock = WriterLock(state)
     if not lock.acquire(wait=wait):
         lock.request_rerun()
-        log.info("another index run holds the lock; it will run again for us")
-        return IndexReport(ran=False)
+        # The holder may be a `status` probe (it takes the lock for a moment), or a writer that
+        # looked for requests just before ours arrived: try once more, so that no request is
+        # ever left with nobody to serve it.
+        time.sleep(RETRY_S)
+        if not lock.acquire():
+            log.info("another index run holds the lock; it will run again for us")
+            return IndexReport(ran=False)
+        lock.take_rerun_request()
     try:
         report = _index_once(project, rebuild=rebuild, progress=progress)
         while lock.take_rerun_request():
