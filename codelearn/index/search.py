@@ -20,7 +20,8 @@ import numpy as np
 
 from codelearn.index.catalog import Catalog, StoredChunk
 from codelearn.index.embedder import NO_EMBEDDER
-from codelearn.index.keywords import fts_query, query_terms
+from codelearn.index import ranking
+from codelearn.index.keywords import fts_query
 from codelearn.project import Project
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,10 @@ Mode = Literal["hybrid", "keyword", "vector"]
 CANDIDATES = 60
 KEYWORD_WEIGHT = 0.7  # share of the keyword side; the vector side gets the rest
 VECTOR_DECAY = 0.1  # vector hit at rank r scores 1 / (1 + VECTOR_DECAY * (r - 1))
-SYMBOL_BONUS = 0.1
 # Up to this many vectors, search exactly over the catalog's copy instead of
 # opening Chroma: reading 23k vectors from SQLite takes ~0.35 s where importing
 # and opening Chroma takes ~1.2 s, which a one-shot `ask` or `search` pays.
 EXACT_SEARCH_MAX = 40_000
-TEST_FACTOR = 0.8
 
 
 @dataclass(frozen=True)
@@ -89,8 +88,8 @@ class Searcher:
         weight = {"keyword": 1.0, "vector": 0.0}.get(mode, KEYWORD_WEIGHT)
         fused = _fuse(keyword, vector, weight)
         chunks = self.catalog.chunks_by_id(fused)
-        scored = _adjust(fused, chunks, query)
-        best = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        scored = ranking.adjust(fused, chunks, ranking.Query.parse(query))
+        best = ranking.top(scored, chunks, k)
         kw_rank = {cid: r for r, (cid, _) in enumerate(keyword, 1)}
         vec_rank = {cid: r for r, cid in enumerate(vector, 1)}
         return [_hit(chunks[cid], score, kw_rank.get(cid), vec_rank.get(cid))
@@ -162,23 +161,6 @@ def _fuse(keyword: list[tuple[int, float]], vector: list[int], kw_weight: float)
     for rank, cid in enumerate(vector, 1):
         fused[cid] = fused.get(cid, 0.0) + (1.0 - kw_weight) / (1 + VECTOR_DECAY * (rank - 1))
     return fused
-
-
-def _adjust(fused: dict[int, float], chunks: dict[int, StoredChunk], query: str) -> dict[int, float]:
-    named = {t.lower().replace("::", ".").split(".")[-1] for t in query_terms(query)}
-    named_full = {t.lower().replace("::", ".") for t in query_terms(query)}
-    out: dict[int, float] = {}
-    for cid, score in fused.items():
-        stored = chunks.get(cid)
-        if stored is None:
-            continue
-        symbol = stored.chunk.symbol.lower().replace("::", ".")
-        if symbol and (symbol in named_full or symbol.split(".")[-1] in named):
-            score += SYMBOL_BONUS
-        if stored.is_test:
-            score *= TEST_FACTOR
-        out[cid] = score
-    return out
 
 
 def _hit(stored: StoredChunk, score: float, kw: int | None, vec: int | None) -> Hit:

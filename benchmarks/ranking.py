@@ -1,0 +1,99 @@
+"""Sweep the code-aware ranking weights (codelearn/index/ranking.py) on several query sets at once.
+
+    python benchmarks/ranking.py --repo <indexed stdlib copy> [--repo <another indexed repo> ...]
+        [--questions benchmarks/questions.jsonl] [--targets 300]
+
+For each repo: its documented definitions as queries (docstring's first sentence) searched on a
+shadow index with those docstrings removed (the same honest set `codelearn eval` uses), and, for
+the stdlib, the hand-written questions. Prints recall@1/5/10 and MRR of hybrid search for each
+setting of one lever at a time, the others at their current values, so a lever is kept only if it
+pays on every set, not on one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+LEVERS = {
+    "TEST_FACTOR": (0.8, 0.5, 0.3),
+    "AUX_FACTOR": (1.0, 0.7, 0.5),
+    "PATH_BONUS": (0.0, 0.05, 0.1, 0.2),
+    "COHERENCE_BONUS": (0.0, 0.02, 0.05),
+    "PER_FILE_CAP": (0, 2, 3),
+    "SYMBOL_BONUS": (0.1, 0.2),
+}
+
+
+def question_sets(repo: Path, questions: Path | None, targets: int, stack: contextlib.ExitStack):
+    """(name, searcher, queries, finders) for every set of one repo."""
+    from codelearn.corpus.units import load_units
+    from codelearn.evaluate.retrieval import find_targets, sample_targets, shadow_project
+    from codelearn.index.search import Searcher
+    from codelearn.project import open_project
+
+    project = open_project(repo)
+    chosen = sample_targets(find_targets(load_units(project.catalog_path)), targets, seed=0)
+    shadow = stack.enter_context(shadow_project(project, chosen, vectors=True))
+    searcher = Searcher(shadow)
+    stack.callback(searcher.close)
+    sets = [(f"{repo.name}:docstring", searcher, [t.query for t in chosen], [t.found_by for t in chosen])]
+    if questions:  # the retrieval benchmark's own set and hit rule (line overlap with the target)
+        from retrieval import first_match, question_set
+
+        real = Searcher(project)
+        stack.callback(real.close)
+        asked = question_set(repo, questions)
+        sets.append((f"{repo.name}:questions", real, [q.q for q in asked],
+                     [lambda hit, q=q: first_match(q, [hit]) == 1 for q in asked]))
+    return sets
+
+
+def measure(sets) -> dict[str, dict[str, float]]:
+    from codelearn.evaluate.retrieval import rank_of, scores
+
+    out = {}
+    for name, searcher, queries, finders in sets:
+        ranks = [rank_of(searcher.search(q, k=10, mode="hybrid"), f) for q, f in zip(queries, finders)]
+        out[name] = scores(ranks)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repo", type=Path, action="append", required=True)
+    parser.add_argument("--questions", type=Path, default=None, help="only for the first repo")
+    parser.add_argument("--targets", type=int, default=300)
+    parser.add_argument("--lever", action="append", help="only these levers")
+    args = parser.parse_args()
+    from codelearn.index import ranking
+
+    with contextlib.ExitStack() as stack:
+        sets = []
+        for n, repo in enumerate(args.repo):
+            sets += question_sets(repo, args.questions if n == 0 else None, args.targets, stack)
+        names = [s[0] for s in sets]
+        print("| lever | value | " + " | ".join(f"{n} r@1 / r@5 / MRR" for n in names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        for lever, values in LEVERS.items():
+            if args.lever and lever not in args.lever:
+                continue
+            current = getattr(ranking, lever)
+            for value in values:
+                setattr(ranking, lever, value)
+                got = measure(sets)
+                cells = [f"{got[n]['recall@1']:.3f} / {got[n]['recall@5']:.3f} / {got[n]['mrr']:.3f}"
+                         for n in names]
+                mark = " (now)" if value == current else ""
+                print(f"| {lever} | {value}{mark} | " + " | ".join(cells) + " |", flush=True)
+            setattr(ranking, lever, current)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Code-aware adjustments to fused search scores, nearly free at query time.
+
+Applied after keyword and vector scores are fused: a bonus for chunks whose
+symbol the query names; penalties for code that *uses* or *re-exports* the
+thing asked about rather than implementing it (tests, examples, docs, compat
+shims, `__init__` re-exports); a bonus when query words name the file or its
+folders; file coherence (a file with several good chunks lifts its best one);
+and a cap on chunks per file among the results, so one file cannot crowd out
+the others. Each weight is a named constant measured in benchmarks/retrieval.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from codelearn.index.catalog import StoredChunk
+from codelearn.index.keywords import query_terms, split_identifier
+
+SYMBOL_BONUS = 0.1
+TEST_FACTOR = 0.8
+AUX_FACTOR = 1.0  # examples, docs, compat shims, `__init__` re-exports
+PATH_BONUS = 0.0  # per query word naming the file stem or a parent folder (two at most)
+COHERENCE_BONUS = 0.0  # per further candidate chunk of the same file (three at most)
+PER_FILE_CAP = 0  # most chunks of one file among the results; 0 = no cap
+
+_AUX_DIR = re.compile(r"(^|/)(examples?|samples?|demos?|docs?|tutorials?|benchmarks?)/")
+_COMPAT = re.compile(r"(^|/)(_?compat[^/]*|six|backports?)(/|\.py$)")
+_SUFFIX = re.compile(r"(ations?|izers?|isers?|izing|ising|ized|ised|izes|ises|ize|ise|ing|ers?|ed|es|s)$")
+
+
+@dataclass(frozen=True)
+class Query:
+    """What the ranking needs from a query, computed once."""
+
+    named_full: frozenset[str]  # dotted names as written
+    named: frozenset[str]  # last parts of names
+    stems: frozenset[str]  # word stems, for matching paths
+
+    @classmethod
+    def parse(cls, text: str) -> Query:
+        terms = query_terms(text)
+        full = {t.lower().replace("::", ".") for t in terms}
+        words = {w.lower() for t in terms for w in split_identifier(t.replace(".", "_")) if len(w) > 2}
+        return cls(frozenset(full), frozenset(t.split(".")[-1] for t in full),
+                   frozenset(stem(w) for w in words))
+
+
+def stem(word: str) -> str:
+    """A crude English stem: `serialising`, `serializer`, `serialize` → `serial`."""
+    word = word.lower()
+    cut = _SUFFIX.sub("", word)
+    return cut if len(cut) >= 3 else word
+
+
+def is_auxiliary(path: str, kind: str) -> bool:
+    """Code that shows or forwards rather than implements."""
+    if _AUX_DIR.search(path) or _COMPAT.search(path):
+        return True
+    return path.endswith("__init__.py") and kind == "module"
+
+
+def path_stems(path: str) -> set[str]:
+    parts = path.rsplit(".", 1)[0].split("/")
+    return {stem(w) for part in parts for w in split_identifier(part) if len(w) > 2}
+
+
+def adjust(fused: dict[int, float], chunks: dict[int, StoredChunk], query: Query) -> dict[int, float]:
+    """Scores after the code-aware rules above (chunks missing from `chunks` drop out)."""
+    out: dict[int, float] = {}
+    for cid, score in fused.items():
+        stored = chunks.get(cid)
+        if stored is None:
+            continue
+        chunk = stored.chunk
+        symbol = chunk.symbol.lower().replace("::", ".")
+        if symbol and (symbol in query.named_full or symbol.split(".")[-1] in query.named):
+            score += SYMBOL_BONUS
+        if PATH_BONUS and query.stems:
+            score += PATH_BONUS * min(2, len(query.stems & path_stems(chunk.path)))
+        if stored.is_test:
+            score *= TEST_FACTOR
+        elif AUX_FACTOR != 1.0 and is_auxiliary(chunk.path, chunk.kind):
+            score *= AUX_FACTOR
+        out[cid] = score
+    return _cohere(out, chunks) if COHERENCE_BONUS else out
+
+
+def _cohere(scores: dict[int, float], chunks: dict[int, StoredChunk]) -> dict[int, float]:
+    """Lift each file's best chunk by how many other candidates the file has."""
+    per_file = Counter((chunks[c].source, chunks[c].chunk.path) for c in scores)
+    best: dict[tuple[str, str], int] = {}
+    for cid, score in scores.items():
+        key = (chunks[cid].source, chunks[cid].chunk.path)
+        if key not in best or score > scores[best[key]]:
+            best[key] = cid
+    lifted = dict(scores)
+    for key, cid in best.items():
+        lifted[cid] += COHERENCE_BONUS * min(3, per_file[key] - 1)
+    return lifted
+
+
+def top(scores: dict[int, float], chunks: dict[int, StoredChunk], k: int) -> list[tuple[int, float]]:
+    """The k best, at most PER_FILE_CAP per file (the rest only fill leftover places)."""
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not PER_FILE_CAP:
+        return ranked[:k]
+    kept, spill, seen = [], [], Counter()
+    for cid, score in ranked:
+        key = (chunks[cid].source, chunks[cid].chunk.path)
+        (kept if seen[key] < PER_FILE_CAP else spill).append((cid, score))
+        seen[key] += 1
+    return (kept + spill)[:k]

@@ -1,0 +1,76 @@
+"""Code-aware ranking: the rules on their own, and on a real small repo's index."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_repo
+
+from codelearn.index import ranking
+from codelearn.index.catalog import StoredChunk
+from codelearn.index.chunk import Chunk
+from codelearn.index.indexer import run_index
+from codelearn.index.search import Searcher
+from codelearn.project import open_project
+
+
+def _stored(cid: int, path: str, symbol: str = "", kind: str = "function", test: bool = False) -> StoredChunk:
+    return StoredChunk(cid, "repo", Chunk(path, "python", kind, symbol, 1, 2, "x"), test, None)
+
+
+def test_stems_match_across_spellings_and_forms():
+    assert ranking.stem("serialising") == ranking.stem("serialize") == ranking.stem("serializer")
+    assert ranking.stem("urls") == "url" and ranking.stem("is") == "is"
+    assert ranking.path_stems("json/encoder.py") >= {"json", ranking.stem("encoder")}
+
+
+def test_auxiliary_code_is_recognised():
+    for path, kind in (("examples/demo.py", "function"), ("docs/conf.py", "module"),
+                       ("pkg/_compat.py", "function"), ("pkg/__init__.py", "module")):
+        assert ranking.is_auxiliary(path, kind), path
+    for path, kind in (("pkg/core.py", "function"), ("pkg/__init__.py", "function")):
+        assert not ranking.is_auxiliary(path, kind), path
+
+
+def test_the_per_file_cap_lets_other_files_in(monkeypatch):
+    monkeypatch.setattr(ranking, "PER_FILE_CAP", 2)
+    chunks = {i: _stored(i, "big.py" if i < 5 else f"f{i}.py") for i in range(8)}
+    scores = {i: 1.0 - i / 10 for i in chunks}
+    top = [cid for cid, _ in ranking.top(scores, chunks, 5)]
+    assert top == [0, 1, 5, 6, 7]  # big.py's 3rd-5th chunks wait behind the other files
+
+
+def test_coherence_lifts_a_files_best_chunk(monkeypatch):
+    monkeypatch.setattr(ranking, "COHERENCE_BONUS", 0.05)
+    chunks = {1: _stored(1, "a.py"), 2: _stored(2, "a.py"), 3: _stored(3, "a.py"), 4: _stored(4, "b.py")}
+    out = ranking.adjust({1: 0.5, 2: 0.4, 3: 0.3, 4: 0.55}, chunks, ranking.Query.parse("anything"))
+    assert out[1] == pytest.approx(0.6) and out[1] > out[4] and out[2] == pytest.approx(0.4)
+
+
+IMPLEMENTATION = '''\
+def apply_discount(cart, percent):
+    """Reduce every line's price of the cart by a percentage and return the new total."""
+    for line in cart.lines:
+        line.price = round(line.price * (100 - percent) / 100, 2)
+    return sum(line.price for line in cart.lines)
+'''
+TESTS = "\n\n".join(f'''\
+def test_apply_discount_{n}():
+    """The discount is applied to the cart total ({n})."""
+    cart = make_cart(price={n})
+    assert apply_discount(cart, 10) == {n} * 0.9
+''' for n in range(1, 8))
+
+
+def test_a_test_file_never_outranks_the_code_it_tests(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
+    repo = make_repo(tmp_path / "shop", {"shop/cart.py": IMPLEMENTATION, "tests/test_cart.py": TESTS})
+    project = open_project(repo)
+    run_index(project, wait=True)
+    searcher = Searcher(project)
+    try:
+        for question in ("how is the discount applied to the cart total?", "apply_discount",
+                         "where do we reduce the price of every line by a percentage"):
+            hits = searcher.search(question, k=5)
+            assert hits[0].path == "shop/cart.py", (question, [h.path for h in hits])
+    finally:
+        searcher.close()
