@@ -29,8 +29,13 @@ class PeftTrainer:
 
     def train(self, base_dir: Path, data: list[Encoded], config: TrainConfig, out_dir: Path,
               progress: StepProgress | None = None) -> TrainResult:
+        import warnings
+
         import torch
         from peft import LoraConfig, get_peft_model
+
+        # peft calls a transformers method that transformers 5 deprecates; not the user's concern.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
         from codelearn.train.hf import transformers
 
