@@ -43,7 +43,7 @@ def question_sets(repo: Path, questions: Path | None, targets: int, stack: conte
     shadow = stack.enter_context(shadow_project(project, chosen, vectors=True))
     searcher = Searcher(shadow)
     stack.callback(searcher.close)
-    sets = [(f"{repo.name}:docstring", searcher, [t.query for t in chosen], [t.found_by for t in chosen])]
+    sets = [(f"{repo.name}:docstring", searcher, [t.sentence for t in chosen], [t.found_by for t in chosen])]
     if questions:  # the retrieval benchmark's own set and hit rule (line overlap with the target)
         from retrieval import first_match, question_set
 

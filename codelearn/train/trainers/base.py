@@ -49,7 +49,7 @@ class TrainResult:
     trained_tokens: int = 0  # tokens the loss counted
     seconds: float = 0.0
     tokens_per_s: float = 0.0
-    first_loss: float | None = None
+    first_loss: float | None = None  # next-token loss on the training data (without the KL term)
     last_loss: float | None = None
     stopped: str = ""  # steps | time | data
     peak_rss_mb: float = 0.0

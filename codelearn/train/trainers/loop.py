@@ -48,6 +48,7 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def _sample_loss(torch, model, ids, labels, kl_weight: float):
+    """(what is optimised, the plain next-token loss that is reported)."""
     out = model(input_ids=ids, labels=labels)
     loss = out.loss
     if kl_weight > 0:
@@ -57,7 +58,7 @@ def _sample_loss(torch, model, ids, labels, kl_weight: float):
         log_p = torch.log_softmax(out.logits[:, :-1][mask].float(), -1)
         log_q = torch.log_softmax(reference[:, :-1][mask].float(), -1)
         loss = loss + kl_weight * torch.sum(log_p.exp() * (log_p - log_q), -1).mean()
-    return loss
+    return loss, out.loss
 
 
 def _accumulate(torch, model, samples: list[Encoded], config: TrainConfig, autocast, device: str,
@@ -69,9 +70,9 @@ def _accumulate(torch, model, samples: list[Encoded], config: TrainConfig, autoc
         labels = torch.tensor([[t if keep else -100 for t, keep in zip(sample.ids, sample.train)]],
                               device=device)
         with autocast:
-            loss = _sample_loss(torch, model, ids, labels, config.kl_weight)
+            loss, reported = _sample_loss(torch, model, ids, labels, config.kl_weight)
         (loss / config.grad_accum).backward()
-        total += float(loss.detach())
+        total += float(reported.detach())
         result.sequences += 1
         result.tokens += len(sample.ids)
         result.trained_tokens += sample.trained_tokens
