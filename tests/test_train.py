@@ -40,7 +40,9 @@ def _serving(root: Path) -> str | None:
 def test_a_run_trains_exports_gates_and_promotes_a_model_ask_then_uses(repo):
     report = run_training(open_project(repo), RunOptions())
     assert report.status == "promoted", report.message
-    assert report.training["steps"] == 60 and report.training["stopped"] == "steps"
+    # 60 steps, or three passes over the data if that comes first (the replay answers the tiny
+    # model writes, and so the sample count, depend on its thread count)
+    assert 20 <= report.training["steps"] <= 60 and report.training["stopped"] in ("steps", "data")
     assert report.training["last_loss"] < report.training["first_loss"]
     assert report.export["kind"] == "gguf" and report.export["quant"] == "Q8_0"
     assert {c["name"] for c in report.gate["checks"]} == {
