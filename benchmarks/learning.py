@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=24)
     parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--exports", default="Q4_K_M,Q8_0,adapter",
+                        help="which exports to make and score (comma-separated)")
     args = parser.parse_args()
 
     from codelearn.corpus.selfreplay import self_answers
@@ -91,15 +93,15 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
     converter = converter_dir(project.settings.converter_path)
     exports = {}
-    for quant in ("Q4_K_M", "Q8_0"):
-        folder = work / f"export-{quant}"
+    for name in args.exports.split(","):
+        folder = work / f"export-{name}"
         folder.mkdir(exist_ok=True)
-        exports[quant] = timed(f"export {quant}", export_gguf, hf_dir, work / "adapter", folder, quant=quant,
-                               converter=converter)
-    folder = work / "export-adapter"
-    folder.mkdir(exist_ok=True)
-    exports["adapter"] = timed("export adapter", export_adapter, base.gguf, hf_dir, work / "adapter", folder,
-                               converter=converter)
+        if name == "adapter":
+            exports[name] = timed("export adapter", export_adapter, base.gguf, hf_dir, work / "adapter",
+                                  folder, converter=converter)
+        else:
+            exports[name] = timed(f"export {name}", export_gguf, hf_dir, work / "adapter", folder,
+                                  quant=name, converter=converter)
     for name, export in exports.items():
         print(f"  {name}: {json.dumps(export.as_json()['seconds'])} size {export.size / 1e6:.1f} MB")
 

@@ -101,8 +101,11 @@ class Settings:
     train_dtype: str = _setting("auto", "Training precision: auto (bf16 for models over 50M parameters), bf16 or fp32.")
     train_seed: int = _setting(0, "Seed for the hold-out slice, sample draws and training order.")
     replay_share: float = _setting(
-        0.05, "Share of training tokens that are general code and the base model's own answers, "
+        0.05, "Share of training tokens that are general code (the running Python's stdlib), "
         "against forgetting.")
+    chat_replay_share: float = _setting(
+        0.25, "Tokens of the base model's own chat answers replayed per token of chat instructions, "
+        "so the chat model keeps answering like itself.")
     holdout_share: float = _setting(
         0.10, "Share of the history's added lines held out after a cut commit (never trained on; "
         "what the gate and eval measure on).")

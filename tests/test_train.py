@@ -204,6 +204,22 @@ def test_replay_share_and_the_contrastive_mix_come_out_as_configured(repo):
         assert trained.strip() and untrained.strip()
 
 
+def test_chat_replay_is_sized_by_the_chat_instructions(repo):
+    from codelearn.corpus.general import PROMPTS
+    from codelearn.llm.llama_backend import LlamaVocab
+    from codelearn.train.bases import serving_model
+    from codelearn.train.dataset import DataOptions, build_dataset
+
+    project = open_project(repo)
+    run_index(project, wait=True)
+    vocab = LlamaVocab(serving_model(project, Registry()).path)
+    answers = {p: "Here is how: use a loop over the lines and count them." for p in PROMPTS}
+    dataset = build_dataset(project, vocab, DataOptions.from_settings(project.settings), answers)
+    chat = sum(len(e.ids) for s, e in zip(dataset.samples, dataset.encoded) if s.origin.startswith("replay:chat"))
+    instruct = dataset.stats()["kinds"]["instruct"]["tokens"]
+    assert 0.2 * instruct <= chat <= 0.35 * instruct
+
+
 def test_secrets_never_enter_the_training_data(repo):
     write_files(repo, {
         "lib/settings.py": f'AWS_ACCESS_KEY_ID = "{SECRET_KEY}"\n'

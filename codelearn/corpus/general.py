@@ -41,6 +41,20 @@ PROMPTS = (
     "Write a TypeScript interface for a user with an optional email.",
     "Explain what Big-O notation describes, in two sentences.",
 )
+# More breadth for the chat replay: everyday tasks in the languages people ask about most.
+_TASKS = (
+    "read a text file line by line and count the lines that contain a given word",
+    "parse a date string like 2024-01-31 and return the day of the week",
+    "remove the duplicates from a list of strings, keeping the first occurrence",
+    "retry a function up to three times when it raises an error",
+    "validate that a string is a well-formed email address",
+    "merge two dictionaries or maps, the second one winning on conflicts",
+    "compute the moving average of a list of numbers with a window of size k",
+    "split a long text into chunks of at most n characters without breaking words",
+)
+_LANGUAGES = ("Python", "JavaScript", "Go", "Java", "Rust")
+PROMPTS = PROMPTS + tuple(f"How would you {task} in {language}? Show the code and explain it briefly."
+                          for task in _TASKS for language in _LANGUAGES)
 
 
 def stdlib_files(root: Path | None = None) -> list[Path]:

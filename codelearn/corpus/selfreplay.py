@@ -26,29 +26,31 @@ def self_answers(model_path: Path, model_sha: str, *, max_tokens: int = 160, thr
                  progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
     """prompt → the base model's greedy answer, for every prompt in `PROMPTS` (cached)."""
     path = cache_file(model_sha, max_tokens)
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if set(cached) == set(PROMPTS):
-            return cached
+    answers = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [p for p in PROMPTS if p not in answers]
+    if not missing:
+        return {p: answers[p] for p in PROMPTS}
     from codelearn.llm.base import SamplingOptions
     from codelearn.llm.llama_backend import LlamaModel
 
     model = LlamaModel(model_path, threads=threads, context_size=1024)
-    answers = {}
     try:
         options = SamplingOptions(max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.1)
-        for done, prompt in enumerate(PROMPTS, 1):
-            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
-            answers[prompt] = "".join(model.stream(messages, options)).strip()
+        for done, prompt in enumerate(missing, 1):
+            answers[prompt] = "".join(model.stream(chat_messages(prompt), options)).strip()
+            _save(path, answers)  # a killed run keeps what it generated
             if progress:
-                progress(done, len(PROMPTS))
+                progress(done, len(missing))
     finally:
         model.close()
+    return {p: answers[p] for p in PROMPTS}
+
+
+def _save(path: Path, answers: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(answers, indent=1))
     os.replace(tmp, path)
-    return answers
 
 
 def chat_messages(prompt: str) -> list[dict[str, str]]:

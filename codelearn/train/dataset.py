@@ -27,7 +27,8 @@ class DataOptions:
     """What goes into the training set."""
 
     seq_len: int = 512
-    replay_share: float = 0.05  # of all training tokens (arXiv 2403.08763: 1-5% suffices)
+    replay_share: float = 0.05  # general code, of all training tokens (arXiv 2403.08763: 1-5% suffices)
+    chat_replay_share: float = 0.25  # the base model's own chat answers, per token of chat instructions
     holdout_share: float = 0.10  # of the lines in history held out after the cut
     random_share: float = 0.05  # of files held out at random
     file_cap: float = 0.10  # most of the repo tokens one file may hold
@@ -40,6 +41,7 @@ class DataOptions:
     @classmethod
     def from_settings(cls, settings, **overrides) -> DataOptions:
         values = dict(seq_len=settings.train_seq_len, replay_share=settings.replay_share,
+                      chat_replay_share=settings.chat_replay_share,
                       holdout_share=settings.holdout_share, random_share=settings.random_holdout_share,
                       seed=settings.train_seed, mix=Mix(neighbours=settings.context_neighbours))
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -101,31 +103,36 @@ def _file_of(origin: str) -> str:
     return ":".join(parts[:2]) if len(parts) >= 3 else origin
 
 
-def replay_samples(vocab: Vocab, fmt: TextFormat, want_tokens: int, answers: dict[str, str] | None,
-                   options: DataOptions) -> tuple[list[Sample], list[Encoded]]:
-    """General code and the base model's own chat answers, alternating, up to `want_tokens`."""
-    code = [code_sample(fmt, "cpython", u, "replay")
-            for u in general_units("replay", options.replay_files, options.seed)]
-    random.Random(options.seed).shuffle(code)
-    chats = []
-    for prompt in prompt_halves(options.seed)[0]:
-        if answers and answers.get(prompt):
-            pieces = chat_pieces(vocab, chat_messages(prompt), answers[prompt])
-            chats.append(Sample("replay", tuple(pieces), f"replay:chat:{prompt[:24]}"))
+def _take(pool: list[Sample], want_tokens: int, vocab: Vocab, seq_len: int,
+          cycle: bool = False) -> tuple[list[Sample], list[Encoded]]:
+    """Samples from the front of `pool` until `want_tokens`; `cycle` reuses a short pool."""
     samples, encoded, used = [], [], 0
-    pools = [p for p in (code, chats) if p]
-    turn = 0
-    while used < want_tokens and any(pools):
-        pool = pools[turn % len(pools)]
-        turn += 1
-        if not pool:
-            continue
-        sample = pool.pop()
-        enc = encode(list(sample.pieces), vocab, options.seq_len)
+    index = 0
+    while used < want_tokens and pool and (cycle or index < len(pool)):
+        sample = pool[index % len(pool)]
+        index += 1
+        enc = encode(list(sample.pieces), vocab, seq_len)
         samples.append(sample)
         encoded.append(enc)
         used += len(enc.ids)
+        if cycle and index >= 4 * len(pool):
+            break  # an answer seen four times is enough
     return samples, encoded
+
+
+def code_replay(vocab: Vocab, fmt: TextFormat, want_tokens: int, options: DataOptions):
+    """Stdlib modules from the replay half, up to `want_tokens`."""
+    code = [code_sample(fmt, "cpython", u, "replay")
+            for u in general_units("replay", options.replay_files, options.seed)]
+    random.Random(options.seed).shuffle(code)
+    return _take(code, want_tokens, vocab, options.seq_len)
+
+
+def chat_replay(vocab: Vocab, want_tokens: int, answers: dict[str, str] | None, options: DataOptions):
+    """The base model's own answers to the replay half of the generic prompts."""
+    chats = [Sample("replay", tuple(chat_pieces(vocab, chat_messages(p), answers[p])), f"replay:chat:{p[:24]}")
+             for p in prompt_halves(options.seed)[0] if answers and answers.get(p)]
+    return _take(chats, want_tokens, vocab, options.seq_len, cycle=True)
 
 
 def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
@@ -144,8 +151,11 @@ def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
     encoded = [encode(list(s.pieces), vocab, options.seq_len) for s in samples]
     samples, encoded = cap_files(samples, encoded, options.file_cap, options.seed)
     repo_tokens = sum(len(e.ids) for e in encoded)
+    chat_tokens = sum(len(e.ids) for s, e in zip(samples, encoded) if s.kind == "instruct")
     share = min(max(options.replay_share, 0.0), 0.9)
-    more, more_encoded = replay_samples(vocab, fmt, int(repo_tokens * share / (1 - share)), answers, options)
+    code, code_encoded = code_replay(vocab, fmt, int(repo_tokens * share / (1 - share)), options)
+    chat, chat_encoded = chat_replay(vocab, int(chat_tokens * options.chat_replay_share), answers, options)
+    more, more_encoded = code + chat, code_encoded + chat_encoded
     notes = [] if answers else ["self-generated replay answers are not included (generated on a real run)"]
     if not split.cut:
         notes.append("no temporal hold-out: the history is too short (only the random slice is held out)")
