@@ -90,7 +90,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     total = planned_steps(config, len(usable))
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled="bf16" in dtype)
     model.train()
     started = time.perf_counter()
     result.stopped = "data"

@@ -36,11 +36,14 @@ class UnslothTrainer:
         import unsloth  # noqa: F401  (must be imported before transformers to patch it)
         from unsloth import FastLanguageModel
 
+        import importlib.util
+
         longest = max((len(d.ids) for d in data), default=512)
+        four_bit = importlib.util.find_spec("bitsandbytes") is not None  # QLoRA; else 16-bit LoRA
         model, _ = FastLanguageModel.from_pretrained(model_name=str(base_dir), max_seq_length=longest,
-                                                     load_in_4bit=True, dtype=None)
+                                                     load_in_4bit=four_bit, dtype=None)
         model = FastLanguageModel.get_peft_model(
             model, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
             target_modules=TARGET_MODULES, use_gradient_checkpointing="unsloth", random_state=config.seed)
-        return run_loop(model, data, config, out_dir, backend=self.name, device="cuda", dtype="bf16",
-                        progress=progress)
+        return run_loop(model, data, config, out_dir, backend=self.name, device="cuda",
+                        dtype="bf16" if not four_bit else "nf4+bf16", progress=progress)
