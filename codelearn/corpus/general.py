@@ -9,7 +9,7 @@ import sysconfig
 from pathlib import Path
 
 from codelearn.corpus.split import in_random_slice
-from codelearn.corpus.units import Unit, keep
+from codelearn.corpus.units import Unit, keep, overlapping
 
 _SKIP_PARTS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "__pycache__",
                "ensurepip", "pydoc_data", "encodings"}
@@ -63,8 +63,11 @@ def stdlib_files(root: Path | None = None) -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if not _SKIP_PARTS & set(p.relative_to(root).parts))
 
 
-def general_units(half: str, files: int, seed: int, root: Path | None = None) -> list[Unit]:
-    """Chunks of `files` stdlib modules from the `replay` or the `probe` half."""
+def general_units(half: str, files: int, seed: int, root: Path | None = None,
+                  exclude: list[Unit] = ()) -> list[Unit]:
+    """Chunks of `files` stdlib modules from the `replay` or the `probe` half, leaving out any that
+    hold the text of an `exclude` unit (a repo that vendors stdlib modules must not see its held-out
+    code in the replay, nor its training code in the forgetting probes)."""
     from codelearn.index.chunker import chunk_file
 
     root = root or Path(sysconfig.get_paths()["stdlib"])
@@ -83,7 +86,8 @@ def general_units(half: str, files: int, seed: int, root: Path | None = None) ->
                         chunk.end_line, chunk.text, chunk.context, False, None)
             if keep(unit):
                 units.append(unit)
-    return units
+    clash = overlapping(units, list(exclude)) if exclude else set()
+    return [unit for i, unit in enumerate(units) if i not in clash]
 
 
 def prompt_halves(seed: int) -> tuple[list[str], list[str]]:

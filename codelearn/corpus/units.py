@@ -65,6 +65,31 @@ def _normalised(text: str) -> str:
     return " ".join(text.split())
 
 
+def fingerprint(text: str) -> str:
+    """The same for two texts that differ only in whitespace."""
+    return hashlib.sha1(_normalised(text).encode("utf-8", "replace")).hexdigest()
+
+
+def overlapping(units: list[Unit], others: list[Unit]) -> set[int]:
+    """Indexes of `units` that hold (or are) the text of one of `others`, whitespace aside.
+
+    Each needle is looked up by its first line, so the cost grows with the lines, not with
+    units x others."""
+    needles: dict[str, list[str]] = {}
+    for other in others:
+        first = next((line.strip() for line in other.text.splitlines() if line.strip()), "")
+        needles.setdefault(first, []).append(_normalised(other.text))
+    found = set()
+    for index, unit in enumerate(units):
+        candidates = [n for line in {line.strip() for line in unit.text.splitlines()}
+                      for n in needles.get(line, ())]
+        if candidates:
+            text = _normalised(unit.text)
+            if any(needle in text for needle in candidates):
+                found.add(index)
+    return found
+
+
 def keep(unit: Unit) -> bool:
     """False for vendored, near-empty and minified chunks."""
     if VENDORED.search(unit.path) or len(unit.text.strip()) < MIN_CHARS:
@@ -83,10 +108,10 @@ def load_units(catalog_path: Path) -> list[Unit]:
     seen: set[str] = set()
     units = []
     for unit in map(_unit, stored):
-        fingerprint = hashlib.sha1(_normalised(unit.text).encode("utf-8", "replace")).hexdigest()
-        if not keep(unit) or fingerprint in seen:
+        digest = fingerprint(unit.text)
+        if not keep(unit) or digest in seen:
             continue
-        seen.add(fingerprint)
+        seen.add(digest)
         units.append(unit)
     return units
 

@@ -134,7 +134,7 @@ def all_probes(split: Split, finder: Neighbours, fmt: TextFormat, vocab: Vocab, 
     defined = definitions(split.train + split.heldout)
     probes = repo_probes(targets, vocab=vocab, fmt=fmt, repo=repo, finder=finder, options=options)
     probes += instruct_probes(targets, vocab=vocab, defined=defined, options=options)
-    code = general_units("probe", max(1, options.general), options.seed)
+    code = general_units("probe", max(1, options.general), options.seed, exclude=split.train + split.heldout)
     probes += general_probes(code, answers or {}, prompt_halves(options.seed)[1], vocab=vocab, fmt=fmt,
                              options=options)
     return probes

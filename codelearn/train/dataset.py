@@ -120,10 +120,10 @@ def _take(pool: list[Sample], want_tokens: int, vocab: Vocab, seq_len: int,
     return samples, encoded
 
 
-def code_replay(vocab: Vocab, fmt: TextFormat, want_tokens: int, options: DataOptions):
-    """Stdlib modules from the replay half, up to `want_tokens`."""
+def code_replay(vocab: Vocab, fmt: TextFormat, want_tokens: int, options: DataOptions, heldout: list):
+    """Stdlib modules from the replay half, up to `want_tokens`, none holding held-out code."""
     code = [code_sample(fmt, "cpython", u, "replay")
-            for u in general_units("replay", options.replay_files, options.seed)]
+            for u in general_units("replay", options.replay_files, options.seed, exclude=heldout)]
     random.Random(options.seed).shuffle(code)
     return _take(code, want_tokens, vocab, options.seq_len)
 
@@ -153,7 +153,8 @@ def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
     repo_tokens = sum(len(e.ids) for e in encoded)
     chat_tokens = sum(len(e.ids) for s, e in zip(samples, encoded) if s.kind == "instruct")
     share = min(max(options.replay_share, 0.0), 0.9)
-    code, code_encoded = code_replay(vocab, fmt, int(repo_tokens * share / (1 - share)), options)
+    code, code_encoded = code_replay(vocab, fmt, int(repo_tokens * share / (1 - share)), options,
+                                     split.heldout)
     chat, chat_encoded = chat_replay(vocab, int(chat_tokens * options.chat_replay_share), answers, options)
     more, more_encoded = code + chat, code_encoded + chat_encoded
     notes = [] if answers else ["self-generated replay answers are not included (generated on a real run)"]
