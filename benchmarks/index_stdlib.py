@@ -56,6 +56,41 @@ def timed_index(repo: Path, *extra: str) -> tuple[float, dict]:
     return took, json.loads(proc.stdout)
 
 
+def keyword_ready(repo: Path, started: float, proc: subprocess.Popen, poll: float = 1.0) -> float:
+    """Seconds from `started` until keyword search finds `urlsplit` in urllib/parse.py while the
+    cold index is still running (nan if the index finished first)."""
+    from codelearn.index.search import Searcher
+    from codelearn.project import open_project
+
+    while proc.poll() is None:
+        time.sleep(poll)
+        try:
+            searcher = Searcher(open_project(repo))
+            try:
+                hits = searcher.search("urlsplit", k=5, mode="keyword")
+            finally:
+                searcher.close()
+        except Exception:  # no catalog yet, or one mid-creation: try again
+            continue
+        if any(h.path.endswith("urllib/parse.py") for h in hits):
+            return time.perf_counter() - started
+    return float("nan")
+
+
+def cold_index(repo: Path) -> tuple[float, dict, float]:
+    """A cold `codelearn index --json` process: its wall seconds, its report, and when keyword
+    search became usable during it."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "codelearn", "index", "--json", "--repo", str(repo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = keyword_ready(repo, start, proc)
+    out, err = proc.communicate()
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(err)
+    return took, json.loads(out), ready
+
+
 def change_one_file(repo: Path, n: int) -> None:
     """Edit one function body in a mid-sized module, a different edit each time."""
     path = repo / "json" / "decoder.py"
@@ -92,13 +127,13 @@ def main() -> None:
     if args.reuse and (base / ".codelearn").exists():
         repo = base
         git(repo, "checkout", "-q", "--", ".")
-        cold, report = float("nan"), {"seconds": "skipped (--reuse)"}
+        cold, report, ready = float("nan"), {"seconds": "skipped (--reuse)"}, float("nan")
         timed_index(repo)
     else:
         if base.exists():
             shutil.rmtree(base)
         repo = make_corpus(base)
-        cold, report = timed_index(repo)
+        cold, report, ready = cold_index(repo)
     files = int(subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True,
                                text=True).stdout.count("\n"))
 
@@ -119,7 +154,9 @@ def main() -> None:
         ("corpus", f"{files} files in git, {info['files_indexed']} indexed, {info['chunks']} chunks, "
                    f"{info['vectors']} vectors"),
         ("cold index (CLI process)", f"{cold:.1f} s  stages {report['seconds']}"),
-        ("no-op re-index (CLI, median)", f"{statistics.median(noop):.2f} s  all {[round(x, 2) for x in noop]}"),
+        ("keyword search usable after", f"{ready:.1f} s (polled each second during the cold run)"),
+        ("no-op re-index (CLI, median)", f"{statistics.median(noop):.2f} s  all {[round(x, 2) for x in noop]}"
+                                         " (the first is the one right after the cold run)"),
         ("one file changed (CLI, median)", f"{statistics.median(one):.2f} s  all {[round(x, 2) for x in one]}"),
         ("search in process p50 / p95", f"{statistics.median(latency):.1f} ms / "
                                         f"{sorted(latency)[int(len(latency) * 0.95)]:.1f} ms"),

@@ -27,7 +27,8 @@ def render_status(info: dict) -> None:
         ("files", f"{info['files_indexed']} indexed, {info['files_skipped']} skipped"),
         ("by source", ", ".join(f"{k}: {v}" for k, v in info["files_by_source"].items())),
         ("chunks", f"{info['chunks']} ({', '.join(f'{k} {v}' for k, v in list(info['chunks_by_language'].items())[:6])})"),
-        ("vectors", f"{info['vectors']} ({info['embedder']}; {info['vectors_pending_store']} waiting for the vector store)"),
+        ("vectors", f"{info['vectors']} ({info['embedder']}; {info['vectors_to_embed']} still to embed, "
+                    f"{info['vectors_pending_store']} waiting for the vector store)"),
         ("size", f"catalog {_mb(info['index_bytes'])}, vector store {_mb(info['vector_store_bytes'])}"),
         ("skipped", ", ".join(f"{k}: {v}" for k, v in info["skipped_by_reason"].items()) or "nothing"),
         ("secrets withheld", f"{info['redactions']} values in {info['files_with_redactions']} files"

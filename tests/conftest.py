@@ -21,10 +21,23 @@ GIT_ENV = {
 }
 
 
+@pytest.fixture(scope="session")
+def embedder_cache(tmp_path_factory) -> Path:
+    """One build of the int8 embedding model for the whole session (it takes seconds), made
+    before any test times an index run."""
+    from codelearn.index.onnx_embedder import MiniLMInt8Embedder
+
+    cache = tmp_path_factory.mktemp("embedders")
+    MiniLMInt8Embedder(threads=1, cache_dir=cache)
+    return cache
+
+
 @pytest.fixture(autouse=True)
-def isolated_user_dirs(tmp_path_factory, monkeypatch):
+def isolated_user_dirs(tmp_path_factory, monkeypatch, embedder_cache):
     """No test reads or writes the real user's config, data or caches."""
     home = tmp_path_factory.mktemp("home")
+    (home / "cache").mkdir()
+    (home / "cache" / "embedders").symlink_to(embedder_cache, target_is_directory=True)
     for key in list(os.environ):
         if key.startswith("CODELEARN_"):
             monkeypatch.delenv(key)

@@ -46,7 +46,9 @@ def test_shape_dtype_and_unit_rows(embedder: Embedder) -> None:
     assert embedder.embed_documents([]).shape == (0, embedder.dim)
 
 
-def test_order_survives_length_sorted_batching(embedder: Embedder) -> None:
+@pytest.mark.parametrize("name", ["default", "minilm-fp32"])
+def test_order_survives_length_sorted_batching(name: str) -> None:
+    embedder = get_embedder(name, threads=2)
     # Lengths deliberately out of order, more texts than one batch holds.
     texts = [("word " * ((i * 37) % 60 + 1)) + str(i) for i in range(300)]
     texts[5] = ""  # an empty text still gets a row
@@ -56,7 +58,9 @@ def test_order_survives_length_sorted_batching(embedder: Embedder) -> None:
         assert float(together[i] @ alone) > 0.999, i
 
 
-def test_query_is_closest_to_its_code(embedder: Embedder) -> None:
+@pytest.mark.parametrize("name", ["default", "minilm-fp32"])
+def test_query_is_closest_to_its_code(name: str) -> None:
+    embedder = get_embedder(name, threads=2)
     names = list(CODE)
     texts = [descriptor("function", n, "", CODE[n], f"lib/{n}.py") for n in names]
     docs = embedder.embed_documents(texts)
@@ -90,3 +94,53 @@ def test_descriptor_recipe() -> None:
     assert descriptor("function", "f", "", "def f(): pass", "pkg/__init__.py").startswith("pkg: f:")
     assert split_identifier("parse_HTTPHeaders2") == ["parse", "http", "headers", "2"]
     assert descriptor("text", "", "", "hello   world", "README") == "hello world"
+
+
+def _texts() -> list[str]:
+    return [descriptor("function", n, "", CODE[n], f"lib/{n}.py") for n in CODE] + list(CODE.values())
+
+
+def test_int8_vectors_stay_close_to_the_shipped_model_and_never_depend_on_the_batch() -> None:
+    int8, fp32 = get_embedder("default", threads=2), get_embedder("minilm-fp32", threads=1)
+    assert int8.name != fp32.name  # different vectors, different name: switching re-embeds
+    texts = _texts()
+    fast, exact = int8.embed_documents(texts), fp32.embed_documents(texts)
+    cosines = (fast * exact).sum(axis=1)
+    assert cosines.min() > 0.97, cosines
+    alone = np.stack([int8.embed_documents([t])[0] for t in texts])
+    np.testing.assert_array_equal(fast, alone)  # bit for bit, whatever it was batched with
+
+
+def test_the_int8_model_is_built_once_with_integer_matmuls(tmp_path) -> None:
+    import onnx
+
+    from codelearn.index.onnx_embedder import MiniLMInt8Embedder
+
+    MiniLMInt8Embedder(threads=1, cache_dir=tmp_path)
+    (built,) = tmp_path.glob("*.onnx")
+    ops = {node.op_type for node in onnx.load(str(built)).graph.node}
+    assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat"}, ops
+    stamp = built.stat().st_mtime_ns
+    MiniLMInt8Embedder(threads=1, cache_dir=tmp_path)
+    assert built.stat().st_mtime_ns == stamp and len(list(tmp_path.iterdir())) == 1  # no leftovers
+
+
+def test_a_failed_int8_build_says_how_to_use_the_shipped_model(tmp_path, monkeypatch) -> None:
+    from codelearn.index import onnx_int8
+    from codelearn.index.onnx_embedder import MiniLMInt8Embedder
+
+    def broken(source, dest):
+        raise KeyError("no quantizer for this graph")
+
+    monkeypatch.setattr(onnx_int8, "_quantize", broken)
+    with pytest.raises(CodelearnError) as info:
+        MiniLMInt8Embedder(threads=1, cache_dir=tmp_path)
+    assert "embedder = minilm-fp32" in info.value.fix
+    assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+
+
+def test_registry_names_match_what_the_backends_call_their_vectors() -> None:
+    from codelearn.index.onnx_embedder import vectors_name
+
+    assert get_embedder("default").name == vectors_name("int8")
+    assert get_embedder("minilm-fp32").name == vectors_name("float")

@@ -383,3 +383,33 @@ def test_a_run_that_meets_a_momentary_lock_holder_still_runs(tmp_path):
     threading.Timer(0.01, probe.release).start()
     report = run_index(project, progress=lambda *a: None)
     assert report.ran and report.files_changed == 1
+
+
+def test_embedding_cut_short_is_visible_in_status_and_finished_by_the_next_run(repo, monkeypatch):
+    from codelearn.index import indexer
+    from codelearn.index.embedder import LazyEmbedder
+    from codelearn.index.status import index_status
+
+    monkeypatch.setattr(indexer, "EMBED_BATCH", 2)
+    real, calls = LazyEmbedder.embed_documents, []
+
+    def dies_on_the_second_batch(self, texts):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill would, after the first batch was committed
+        return real(self, texts)
+
+    monkeypatch.setattr(LazyEmbedder, "embed_documents", dies_on_the_second_batch)
+    project = open_project(repo)
+    with pytest.raises(KeyboardInterrupt):
+        run_index(project)
+    info = index_status(project)
+    assert info["interrupted"] and info["vectors"] == 2 and info["vectors_to_embed"] > 0
+    hits = Searcher(project).search("compute_total_with_tax", k=3, mode="keyword")
+    assert hits and hits[0].symbol == "compute_total_with_tax"  # keyword search works meanwhile
+
+    monkeypatch.setattr(LazyEmbedder, "embed_documents", real)
+    report = run_index(project)
+    info = index_status(project)
+    assert report.vectors_embedded == info["vectors"] - 2 and info["vectors_to_embed"] == 0
+    assert not info["interrupted"]

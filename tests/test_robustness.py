@@ -67,8 +67,18 @@ def clean_build(tmp_path_factory):
     return snapshot(open_project(root))
 
 
-@pytest.mark.parametrize("kill_after", [1.5, 6.0])
-def test_kill_9_mid_index_then_rerun_equals_clean_build(tmp_path, clean_build, kill_after,
+def _vectors_written(db: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1) as conn:
+            return conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
+    except sqlite3.Error:  # not created yet, or mid-migration
+        return 0
+
+
+@pytest.mark.parametrize("kill_during", ["files", "embedding"])
+def test_kill_9_mid_index_then_rerun_equals_clean_build(tmp_path, clean_build, kill_during,
                                                         monkeypatch):
     monkeypatch.setenv("CODELEARN_STORE_FLUSH_MIN", "0")
     repo = stdlib_repo(tmp_path / "repo")
@@ -77,7 +87,11 @@ def test_kill_9_mid_index_then_rerun_equals_clean_build(tmp_path, clean_build, k
     deadline = time.time() + 60
     while not db.exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(kill_after)
+    if kill_during == "files":
+        time.sleep(1.0)
+    else:
+        while _vectors_written(db) == 0 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
     if proc.poll() is not None:
         pytest.fail("index finished before it could be killed; make the sample bigger")
     os.kill(proc.pid, signal.SIGKILL)

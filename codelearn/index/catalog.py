@@ -330,6 +330,9 @@ class Catalog:
             "chunks_by_language": languages,
             "vectors": self.count_vectors(),
             "vectors_pending_store": self.count_pending_store(),
+            "vectors_to_embed": q("SELECT count(DISTINCT c.vec_key) FROM chunks c LEFT JOIN vectors v"
+                                  " ON v.key = c.vec_key WHERE c.vec_key IS NOT NULL AND v.key IS NULL"
+                                  ).fetchone()[0],
             "files_with_redactions": redacted[0],
             "redactions": redacted[1],
         }

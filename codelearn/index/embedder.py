@@ -59,14 +59,22 @@ class Embedder(Protocol):
 def _minilm(threads: int | None) -> Embedder:
     from codelearn.index.onnx_embedder import MiniLMInt8Embedder
 
-    return MiniLMInt8Embedder(threads=threads)
+    return MiniLMInt8Embedder(threads=threads, compute="int8")
+
+
+def _minilm_fp32(threads: int | None) -> Embedder:
+    from codelearn.index.onnx_embedder import MiniLMInt8Embedder
+
+    return MiniLMInt8Embedder(threads=threads, compute="float")
 
 
 # Each entry: the name its vectors carry (model + recipe), and how to build it.
 # The name is known without loading the model, so a run with nothing to embed
-# never pays for onnxruntime.
+# never pays for onnxruntime. (Keep in step with onnx_embedder.vectors_name:
+# a test checks.)
 _REGISTRY: dict[str, tuple[str, Callable[[int | None], Embedder]]] = {
-    "minilm": (f"minilm-int8-onnx-t64@{RECIPE_VERSION}", _minilm),
+    "minilm": (f"minilm-q8b1-t64@{RECIPE_VERSION}", _minilm),
+    "minilm-fp32": (f"minilm-int8-onnx-t64@{RECIPE_VERSION}", _minilm_fp32),
 }
 _ALIASES = {"default": "minilm", "minilm-int8-onnx": "minilm"}
 
