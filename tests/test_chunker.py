@@ -513,6 +513,40 @@ def test_shebang_picks_the_language_of_a_script_without_extension():
     assert rows(chunks) == [("module", "", 1, 2, ""), ("function", "main", 5, 6, "")]
 
 
+CPP_HEADER = src("""
+    #pragma once
+    #include <string>
+
+    /// How many bytes a buffer of `count` items of `size` bytes takes.
+    size_t buffer_bytes(size_t count, size_t size);
+
+    /// A device, such as a CPU or a GPU, with an optional index.
+    class Device {
+     public:
+      explicit Device(int index) : index_(index) {}
+      int index() const {
+        return index_;
+      }
+     private:
+      int index_;
+    };
+
+    int twice(int x) {
+      return 2 * x;
+    }
+""")
+
+
+def test_a_cpp_header_named_dot_h_is_parsed_as_cpp_and_a_c_header_stays_c():
+    chunks = chunk_file("core/Device.h", CPP_HEADER)
+    assert {c.language for c in chunks} == {"cpp"}
+    assert ("class", "Device") in {(c.kind, c.symbol) for c in chunks}
+    c_header = "#include <stddef.h>\n\nstruct point { int x; int y; };\n\nint add(int a, int b) {\n  return a + b;\n}\n"
+    c_chunks = chunk_file("point.h", c_header)
+    assert {c.language for c in c_chunks} == {"c"}
+    assert ("function", "add") in {(c.kind, c.symbol) for c in c_chunks}
+
+
 MARKDOWN = src("""
     Intro text.
 

@@ -413,3 +413,14 @@ def test_embedding_cut_short_is_visible_in_status_and_finished_by_the_next_run(r
     info = index_status(project)
     assert report.vectors_embedded == info["vectors"] - 2 and info["vectors_to_embed"] == 0
     assert not info["interrupted"]
+
+
+def test_an_index_made_by_an_older_chunker_is_rechunked_once_without_re_embedding(repo):
+    project = open_project(repo)
+    first = run_index(project)
+    catalog = Catalog(project.catalog_path)
+    catalog.set_meta("chunker_version", "1")
+    catalog.close()
+    again = run_index(project)
+    assert again.files_changed == first.files_changed > 0 and again.vectors_embedded == 0
+    assert run_index(project).files_changed == 0

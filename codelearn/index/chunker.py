@@ -33,8 +33,13 @@ from typing import Any
 from codelearn.index.chunk import Chunk
 from codelearn.index.definitions import Definition, collect_definitions
 from codelearn.index.fallback import MARKDOWN_EXTENSIONS, fallback_chunks, text_chunks
-from codelearn.index.languages import load_grammar, spec_for_path, spec_for_shebang
+from codelearn.index.languages import load_grammar, spec_for_path, spec_for_text
 from codelearn.index.windows import Lines, split_rows
+
+
+#: Bump when the same file would be cut differently: indexes remake their chunks once.
+#: 2: C++ headers named `.h` are parsed as C++.
+CHUNKER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def language_for(path: str) -> str | None:
 def chunk_file(path: str, text: str, limits: ChunkLimits = DEFAULT_LIMITS) -> list[Chunk]:
     """Cut one file's text into chunks, by syntax where a grammar is available."""
     text = text.replace("\r\n", "\n")
-    spec = spec_for_path(path) or spec_for_shebang(text)
+    spec = spec_for_text(path, text)
     if spec is None:
         return fallback_chunks(path, text, limits.window_chars)
     grammar = load_grammar(spec.name)

@@ -110,7 +110,11 @@ def _index_once(project: Project, *, rebuild: bool, progress: Progress) -> Index
                 _rekey(catalog, embedder.name, project.settings.embed_tests)
         catalog.set_json("vector_policy", policy)
         catalog.set_meta("embedder", embedder.name)
-        sync = _FileSync(project, catalog, embedder.name, report, progress)
+        from codelearn.index.chunker import CHUNKER_VERSION
+
+        # Chunks made by an older chunker are remade once (their vectors are reused by content).
+        rechunk = catalog.get_meta("chunker_version") != str(CHUNKER_VERSION)
+        sync = _FileSync(project, catalog, embedder.name, report, progress, rechunk=rechunk)
         with clock("files"):
             labels = []
             for source in project.sources():
@@ -118,6 +122,7 @@ def _index_once(project: Project, *, rebuild: bool, progress: Progress) -> Index
                 sync.sync_source(source)
             for label in set(catalog.sources()) - set(labels):
                 sync.drop_source(label)
+        catalog.set_meta("chunker_version", str(CHUNKER_VERSION))
         # Vectors can only be missing or stale if chunks changed now, the policy
         # changed, or an earlier run died: a no-op run skips the table scans.
         changed = bool(report.chunks_written or report.files_removed or rekeyed or crashed)
@@ -190,8 +195,9 @@ class _FileSync:
     """Brings one source's files in the catalog up to date."""
 
     def __init__(self, project: Project, catalog: Catalog, embedder_name: str,
-                 report: IndexReport, progress: Progress) -> None:
+                 report: IndexReport, progress: Progress, rechunk: bool = False) -> None:
         self.project = project
+        self.rechunk = rechunk  # remake every file's chunks, changed or not
         self.catalog = catalog
         self.embedder_name = embedder_name
         self.report = report
@@ -247,6 +253,8 @@ class _FileSync:
     def _sync_file(self, source, entry, old: FileRecord | None) -> None:
         from codelearn.sources import Skip, load_file
 
+        if self.rechunk:
+            old = None
         if old is not None and _same_blob(old, entry):
             if (old.size, old.mtime_ns) != (entry.size, entry.mtime_ns):
                 self._write(lambda: self.catalog.touch_file(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -103,6 +104,23 @@ def spec_for_path(path: str) -> LanguageSpec | None:
     if spec is not None:
         return spec
     return _BY_EXTENSION.get(os.path.splitext(base)[1].lower())
+
+
+# `.h` is C and C++ alike: a header with any of these is parsed as C++ (the C grammar cannot see
+# its classes, namespaces or templates and would leave it one block of glue).
+_CPP_HEADER = re.compile(r"^\s*(?:(?:class|namespace)\s+\w|template\s*<|(?:public|private|protected)\s*:)"
+                         r"|\bstd::", re.M)
+
+
+def spec_for_text(path: str, text: str) -> LanguageSpec | None:
+    """The language of `path`, looking at its text where the name is ambiguous (a `#!` line,
+    a C++ header named `.h`)."""
+    spec = spec_for_path(path)
+    if spec is None:
+        return spec_for_shebang(text)
+    if spec.name == "c" and path.endswith(".h") and _CPP_HEADER.search(text, 0, 65536):
+        return _BY_NAME["cpp"]
+    return spec
 
 
 def spec_for_shebang(text: str) -> LanguageSpec | None:
