@@ -405,6 +405,11 @@ def test_embedding_cut_short_is_visible_in_status_and_finished_by_the_next_run(r
         run_index(project)
     info = index_status(project)
     assert info["interrupted"] and info["vectors"] == 2 and info["vectors_to_embed"] > 0
+    catalog = Catalog(project.catalog_path)
+    done, chunks = catalog.vector_keys(), [c for c in catalog.iter_chunks() if c.vec_key]
+    catalog.close()
+    first = {indexer.embed_priority(c.chunk) for c in chunks if c.vec_key in done}
+    assert first == {(0, 0)} and any(indexer.embed_priority(c.chunk) != (0, 0) for c in chunks)
     hits = Searcher(project).search("compute_total_with_tax", k=3, mode="keyword")
     assert hits and hits[0].symbol == "compute_total_with_tax"  # keyword search works meanwhile
 

@@ -306,8 +306,18 @@ def _rekey(catalog: Catalog, embedder_name: str, embed_tests: bool) -> None:
     catalog.commit()
 
 
+def embed_priority(chunk: Chunk) -> tuple[int, int]:
+    """Sort key: public, documented definitions first, so a cold index cut short (or still
+    running: search reads the vectors committed so far) has its most asked-about code."""
+    from codelearn.corpus.doc import docstring
+
+    name = chunk.symbol.rsplit(".", 1)[-1]
+    private = name.startswith("_") and not name.startswith("__")
+    return (int(private), int(not docstring(chunk.text, chunk.language)))
+
+
 def _embed_pending(catalog: Catalog, embedder, report: IndexReport, progress: Progress) -> None:
-    pending = catalog.pending_vectors()
+    pending = sorted(catalog.pending_vectors(), key=lambda p: embed_priority(p.chunk))
     total = len(pending)
     for start in range(0, total, EMBED_BATCH):
         batch = pending[start:start + EMBED_BATCH]
