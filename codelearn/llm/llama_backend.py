@@ -86,7 +86,9 @@ class LlamaModel:
         self.threads = auto_threads(threads)
         self.gpu_layers = default_gpu_layers(llama_cpp, gpu_layers)
         started = time.perf_counter()
-        with _LOAD_LOCK, _safe_model_params(llama_cpp):
+        # an adapter load logs a line per tensor ("cannot use buft 'CPU_REPACK'") even when quiet
+        quiet = _quiet_llama_log() if lora_path else contextlib.nullcontext()
+        with _LOAD_LOCK, _safe_model_params(llama_cpp), quiet:
             try:
                 self.llm = llama_cpp.Llama(
                     model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
