@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+MAX_SESSIONS = 8
 TOKENIZER_IN_PACKAGE = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
 
 
@@ -103,7 +104,10 @@ class MiniLMInt8Embedder:
         # batched with it: run each text alone, one single-threaded session per core (as
         # fast as batching here, and a text always gets the same vector).
         self._per_text = compute == "int8"
-        count, per_session = (threads, 1) if self._per_text else (1, threads)
+        # (each session holds its own ~28 MB copy of the weights: past MAX_SESSIONS, the cores
+        # are shared out as threads within the sessions instead)
+        count = min(threads, MAX_SESSIONS) if self._per_text else 1
+        per_session = max(1, threads // count)
         self._sessions = [_session(ort, model, per_session) for _ in range(count)]
         self._inputs = {i.name for i in self._sessions[0].get_inputs()}
         log.debug("loaded %s (%d threads)", self.name, threads)
