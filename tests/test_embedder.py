@@ -135,8 +135,18 @@ def test_a_failed_int8_build_says_how_to_use_the_shipped_model(tmp_path, monkeyp
     monkeypatch.setattr(onnx_int8, "_quantize", broken)
     with pytest.raises(CodelearnError) as info:
         MiniLMInt8Embedder(threads=1, cache_dir=tmp_path)
-    assert "embedder = minilm-fp32" in info.value.fix
+    assert 'embedder = "minilm-fp32"' in info.value.fix
     assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+
+
+def test_an_unwritable_cache_says_where_and_what_to_do(tmp_path) -> None:
+    from codelearn.index.onnx_embedder import MiniLMInt8Embedder
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CodelearnError) as info:
+        MiniLMInt8Embedder(threads=1, cache_dir=blocker / "embedders")
+    assert "CODELEARN_HOME" in info.value.fix and "minilm-fp32" in info.value.fix
 
 
 def test_registry_names_match_what_the_backends_call_their_vectors() -> None:

@@ -47,19 +47,24 @@ def int8_model(source: Path, source_sha256: str, cache_dir: Path) -> Path:
         import onnx  # noqa: F401  (the quantizer and the optimizer need it)
     except ImportError as exc:
         raise MissingExtraError("onnx") from exc
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp, _quiet():
-        folded, fused, quantized = (Path(tmp) / n for n in ("folded.onnx", "fused.onnx", "q8.onnx"))
-        try:
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp, _quiet():
+            folded, fused, quantized = (Path(tmp) / n for n in ("folded.onnx", "fused.onnx", "q8.onnx"))
             _fold(source, folded)
             _fuse(folded, fused)
             _quantize(fused, quantized)
-        except Exception as exc:  # onnx tooling raises anything from protobuf to KeyError
-            raise CodelearnError(
-                f"Could not build the int8 embedding model from {source}: {exc}",
-                "Set `embedder = minilm-fp32` in .codelearn/config.toml to use the model as shipped.",
-            ) from exc
-        os.replace(quantized, dest)
+            os.replace(quantized, dest)
+    except OSError as exc:
+        raise CodelearnError(
+            f"Could not write the int8 embedding model to {dest.parent}: {exc}",
+            "Point CODELEARN_HOME at a writable folder, or set `embedder = \"minilm-fp32\"` in "
+            ".codelearn.toml to use the model as shipped.") from exc
+    except Exception as exc:  # onnx tooling raises anything from protobuf errors to KeyError
+        raise CodelearnError(
+            f"Could not build the int8 embedding model from {source}: {exc}",
+            "Set `embedder = \"minilm-fp32\"` in .codelearn.toml to use the model as shipped.",
+        ) from exc
     log.info("built %s", dest)
     return dest
 
