@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from index_stdlib import IGNORE, git  # noqa: E402  (benchmarks/ is not a package)
+from index_stdlib import IGNORE, git, timed_index  # noqa: E402  (benchmarks/ is not a package)
 
 
 def _torch_include() -> Path:
@@ -55,15 +53,6 @@ def build_corpus(name: str, dest: Path) -> Path:
     return dest
 
 
-def index(repo: Path) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "codelearn", "index", "--quiet", "--repo", str(repo)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", action="append", help="stdlib, cpp or a folder (repeatable)")
@@ -82,7 +71,7 @@ def main() -> None:
         if not (repo / ".codelearn").exists():
             shutil.rmtree(repo, ignore_errors=True)
             build_corpus(name, repo)
-        took = index(repo)
+        took, _ = timed_index(repo)
         project = open_project(repo)
         info = index_status(project)
         languages = ", ".join(f"{k} {v}" for k, v in list(info["chunks_by_language"].items())[:3])

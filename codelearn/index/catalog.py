@@ -254,13 +254,20 @@ class Catalog:
             return []
 
     # -- vectors ------------------------------------------------------------
+    # Chunks that want a vector their key does not have yet.
+    _UNEMBEDDED = (" FROM chunks c LEFT JOIN vectors v ON v.key = c.vec_key"
+                   " WHERE c.vec_key IS NOT NULL AND v.key IS NULL")
+
     def pending_vectors(self) -> list[PendingVector]:
         """Chunks whose vec_key has no embedding yet (one per key)."""
         rows = self.db.execute(
             "SELECT c.vec_key, c.path, c.language, c.kind, c.symbol, c.start_line, c.end_line,"
-            " c.text, c.context FROM chunks c LEFT JOIN vectors v ON v.key = c.vec_key"
-            " WHERE c.vec_key IS NOT NULL AND v.key IS NULL GROUP BY c.vec_key")
+            " c.text, c.context" + self._UNEMBEDDED + " GROUP BY c.vec_key")
         return [PendingVector(r[0], Chunk(*r[1:])) for r in rows]
+
+    def count_pending_vectors(self) -> int:
+        """How many distinct keys `pending_vectors` would return."""
+        return self.db.execute("SELECT count(DISTINCT c.vec_key)" + self._UNEMBEDDED).fetchone()[0]
 
     def put_vectors(self, keys: Sequence[str], vectors: np.ndarray, in_store: bool) -> None:
         import numpy as np
@@ -330,9 +337,7 @@ class Catalog:
             "chunks_by_language": languages,
             "vectors": self.count_vectors(),
             "vectors_pending_store": self.count_pending_store(),
-            "vectors_to_embed": q("SELECT count(DISTINCT c.vec_key) FROM chunks c LEFT JOIN vectors v"
-                                  " ON v.key = c.vec_key WHERE c.vec_key IS NOT NULL AND v.key IS NULL"
-                                  ).fetchone()[0],
+            "vectors_to_embed": self.count_pending_vectors(),
             "files_with_redactions": redacted[0],
             "redactions": redacted[1],
         }
