@@ -5,7 +5,10 @@
 
 For each repo: its documented definitions as queries (docstring's first sentence) searched on a
 shadow index with those docstrings removed (the same honest set `codelearn eval` uses), and, for
-the stdlib, the hand-written questions. Prints recall@1/5/10 and MRR of hybrid search for each
+the stdlib, the hand-written questions; for Python repos, two generated sets that name code the
+way people paste it: `Where is the error "<message>" raised?` for `raise X("<message>")` (hit: the
+chunk holding the raise) and `Where is <NAME> defined?` for module-level UPPER_CASE constants (hit:
+the chunk holding the assignment), 150 of each, unique messages and names only. Prints recall@1/5/10 and MRR of hybrid search for each
 setting of one lever at a time, the others at their current values, so a lever is kept only if it
 pays on every set, not on one.
 """
@@ -22,6 +25,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 LEVERS = {
+    "DEFINES_BONUS": (0.0, 0.1, 0.2, 0.3),
+    "HEADER_FACTOR": (1.0, 0.8, 0.6, 0.4),
     "TEST_FACTOR": (0.8, 0.5, 0.3),
     "AUX_FACTOR": (1.0, 0.7, 0.5),
     "PATH_BONUS": (0.0, 0.05, 0.1, 0.2),
@@ -52,7 +57,50 @@ def question_sets(repo: Path, questions: Path | None, targets: int, stack: conte
         asked = question_set(repo, questions)
         sets.append((f"{repo.name}:questions", real, [q.q for q in asked],
                      [lambda hit, q=q: first_match(q, [hit]) == 1 for q in asked]))
+    if any(repo.rglob("*.py")):
+        real = Searcher(project)
+        stack.callback(real.close)
+        sets += pasted_code_sets(repo, real)
     return sets
+
+
+def pasted_code_sets(repo: Path, searcher, n: int = 150, seed: int = 3):
+    """(name, searcher, queries, finders) for error messages and constants found with `ast`."""
+    import ast
+    import random
+
+    from codelearn.index.indexer import is_test_path
+
+    errors, constants = {}, {}
+    for path in sorted(repo.rglob("*.py")):
+        rel = path.relative_to(repo).as_posix()
+        if is_test_path(rel) or rel.startswith(".") or "/test" in rel:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            arg = node.exc.args[0] if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) \
+                and node.exc.args else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) \
+                    and 4 <= len(arg.value.split()) <= 14 and not {"%", "{"} & set(arg.value):
+                errors.setdefault(arg.value, []).append((rel, node.lineno, node.end_lineno))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                if name.isupper() and "_" in name and len(name) > 5:
+                    constants.setdefault(name, []).append((rel, node.lineno, node.end_lineno))
+    rng = random.Random(seed)
+    out = []
+    for label, found, template in (("errors", errors, 'Where is the error "{}" raised?'),
+                                   ("constants", constants, "Where is {} defined?")):
+        unique = [(key, places[0]) for key, places in found.items() if len(places) == 1]
+        chosen = rng.sample(unique, min(n, len(unique)))
+        out.append((f"{repo.name}:{label}", searcher, [template.format(key) for key, _ in chosen],
+                    [lambda hit, p=place: hit.path == p[0] and hit.start_line <= p[2] and p[1] <= hit.end_line
+                     for _, place in chosen]))
+    return out
 
 
 def measure(sets) -> dict[str, dict[str, float]]:

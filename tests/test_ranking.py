@@ -74,3 +74,68 @@ def test_a_test_file_never_outranks_the_code_it_tests(tmp_path, monkeypatch):
             assert hits[0].path == "shop/cart.py", (question, [h.path for h in hits])
     finally:
         searcher.close()
+
+
+def test_identifiers_in_a_query_are_the_terms_written_like_code():
+    q = ranking.Query.parse("Where is MAX_RETRIES set, and what does os.path.sep or HTTPConnection hold? Where")
+    assert q.identifiers == {"MAX_RETRIES", "sep", "HTTPConnection"}
+    assert ranking.Query.parse("where are retries counted?").identifiers == frozenset()
+
+
+@pytest.mark.parametrize("text", [
+    "MAX_RETRIES = 5", "MAX_RETRIES: int = 5", "#define MAX_RETRIES 5", "#  define MAX_RETRIES(x) (x)",
+    "export const MAX_RETRIES = 5;", "pub static MAX_RETRIES: u32 = 5;", "typedef struct retry_s MAX_RETRIES;",
+    "import os\n\nTIMEOUT = 3\nMAX_RETRIES = 5\n",
+])
+def test_top_level_definitions_of_a_name_are_recognised(text):
+    assert ranking.defines(text, frozenset({"MAX_RETRIES"}))
+
+
+@pytest.mark.parametrize("text", [
+    "x = MAX_RETRIES", "if MAX_RETRIES == 5:", "MAX_RETRIES(3)", "MAX_RETRIES_LONG = 1", "# MAX_RETRIES = 5 was too low",
+])
+def test_uses_of_a_name_are_not_definitions(text):
+    assert not ranking.defines(text, frozenset({"MAX_RETRIES"}))
+
+
+def test_a_class_head_ranks_below_the_method_that_does_the_work():
+    chunks = {1: _stored(1, "q.py", "Queue", kind="header"), 2: _stored(2, "q.py", "Queue.get", kind="method")}
+    out = ranking.adjust({1: 0.5, 2: 0.4}, chunks, ranking.Query.parse("how does a consumer wait for an item"))
+    assert out[2] > out[1]
+
+
+SETTINGS = '''\
+"""Settings of the HTTP client."""
+import os
+
+TIMEOUT = float(os.environ.get("CLIENT_TIMEOUT", "3"))
+MAX_RETRIES = 5
+BACKOFF = 0.5
+'''
+CLIENT = '''\
+from settings import BACKOFF, MAX_RETRIES
+
+
+def fetch(session, url):
+    """Get a URL, trying again with a growing pause after each failure."""
+    for attempt in range(MAX_RETRIES):
+        try:
+            return session.get(url)
+        except OSError:
+            if attempt + 1 == MAX_RETRIES:
+                raise
+            session.sleep(BACKOFF * 2 ** attempt)  # MAX_RETRIES attempts at most
+'''
+
+
+def test_a_constant_is_found_where_it_is_defined_not_where_it_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
+    repo = make_repo(tmp_path / "client", {"settings.py": SETTINGS, "client.py": CLIENT})
+    project = open_project(repo)
+    run_index(project, wait=True)
+    searcher = Searcher(project)
+    try:
+        hits = searcher.search("Where is MAX_RETRIES defined?", k=3)
+    finally:
+        searcher.close()
+    assert hits[0].path == "settings.py" and hits[0].kind == "module", [(h.path, h.symbol) for h in hits]
