@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 LEVERS = {
     "DEFINES_BONUS": (0.0, 0.1, 0.2, 0.3),
     "HEADER_FACTOR": (1.0, 0.8, 0.6, 0.4),
+    "QUOTE_BONUS": (0.0, 0.1, 0.3),
     "TEST_FACTOR": (0.8, 0.5, 0.3),
     "AUX_FACTOR": (1.0, 0.7, 0.5),
     "PATH_BONUS": (0.0, 0.05, 0.1, 0.2),

@@ -139,3 +139,46 @@ def test_a_constant_is_found_where_it_is_defined_not_where_it_is_used(tmp_path, 
     finally:
         searcher.close()
     assert hits[0].path == "settings.py" and hits[0].kind == "module", [(h.path, h.symbol) for h in hits]
+
+
+def test_quoted_phrases_are_kept_word_for_word():
+    q = ranking.Query.parse('''Where is "port must be between 1 and 65535" raised, or `parse_port`, or 'bad  Port value'?''')
+    assert q.quoted == (" port must be between 1 and 65535 ", " parse_port ", " bad port value ")
+    assert ranking.Query.parse("why doesn't it know what isn't there, or 'x'?").quoted == ()
+    assert " port must be between 1 and 65535 " in ranking.words_of('raise ValueError("Port must be between 1 and 65535")')
+    assert " must be between 1 and 6553 " not in ranking.words_of("must be between 1 and 65535")
+
+
+PORTS = '''\
+def check_port_range(low, high):
+    """A port range is valid when each port is between 1 and 65535 and low <= high: the port
+    must be a number, and a port outside 1..65535 must be refused."""
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"port range {low}-{high}: each port must lie between 1 and 65535")
+    return range(low, high + 1)
+
+
+def parse_port(text, default=None, *, allow_zero=False):
+    text = text.strip()
+    if not text and default is not None:
+        return default
+    number = int(text, 10)
+    if number == 0 and allow_zero:
+        return number
+    if not 1 <= number <= 65535:
+        raise ValueError("port must be between 1 and 65535")
+    return number
+'''
+
+
+def test_a_pasted_error_message_finds_the_code_that_raises_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
+    repo = make_repo(tmp_path / "net", {"net/ports.py": PORTS})
+    project = open_project(repo)
+    run_index(project, wait=True)
+    searcher = Searcher(project)
+    try:
+        hits = searcher.search('ValueError: "port must be between 1 and 65535"', k=3)
+    finally:
+        searcher.close()
+    assert hits[0].symbol == "parse_port", [h.symbol for h in hits]

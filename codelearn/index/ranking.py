@@ -2,7 +2,9 @@
 
 Applied after keyword and vector scores are fused: a bonus for chunks whose
 symbol the query names, or, for top-level code, that assign or `#define` an
-identifier the query names (a constant has no chunk of its own); a penalty for
+identifier the query names (a constant has no chunk of its own), or that hold a
+phrase the query quotes (`"...", '...'` or backticks: a pasted error message)
+word for word; a penalty for
 the head of a big class (signature and docstring: the answer is usually in one
 of its methods); penalties for code that *uses* or *re-exports* the thing asked
 about rather than implementing it (tests, examples, docs, compat shims,
@@ -24,6 +26,7 @@ from codelearn.index.keywords import query_terms, split_identifier
 
 SYMBOL_BONUS = 0.1
 DEFINES_BONUS = 0.3  # top-level code defining a named identifier: constants R@1 0.42 -> 0.73
+QUOTE_BONUS = 0.3  # quoted phrase found verbatim: error-message queries R@1 0.71 -> 0.95
 HEADER_FACTOR = 0.6  # class heads: +0.003..+0.018 recall@5 on six sets, none lower
 TEST_FACTOR = 0.5  # 0.8 before; 0.5 scored +0.006 / +0.009 recall@5 on the two stdlib sets
 AUX_FACTOR = 1.0  # examples, docs, compat shims, `__init__` re-exports
@@ -37,6 +40,8 @@ _COMPAT = re.compile(r"(^|/)(_?compat[^/]*|six|backports?)(/|\.py$)")
 # `NAME: int = ...`, `#define NAME`, `const NAME`, `static NAME`, `var NAME`, `typedef ... NAME`.
 _DEFINES = (r"(?m)^[ \t]*(?:(?:#[ \t]*define[ \t]+{name}\b)|(?:typedef\b[^;\n]*\b{name}[ \t]*;)"
             r"|(?:(?:export[ \t]+|pub[ \t]+)?(?:const|let|var|static)[ \t]+)?{name}\b(?:[ \t]*:[^=\n]*)?[ \t]*=(?!=))")
+_QUOTED = re.compile(r"\"([^\"]{6,})\"|(?<!\w)'([^']{6,})'(?!\w)|`([^`]{6,})`")
+_TOKEN = re.compile(r"[A-Za-z0-9_]+")
 _IDENTIFIER = re.compile(r"_|[a-z][A-Z]|[A-Z]{2}|\.|::")
 _SUFFIX = re.compile(r"(ations?|izers?|isers?|izing|ising|ized|ised|izes|ises|ize|ise|ing|ers?|ed|es|s)$")
 
@@ -49,6 +54,7 @@ class Query:
     named: frozenset[str]  # last parts of names
     stems: frozenset[str]  # word stems, for matching paths
     identifiers: frozenset[str] = frozenset()  # terms written like code (`MAX_SIZE`, `os.path`), last parts
+    quoted: tuple[str, ...] = ()  # quoted phrases, as `words_of` gives them
 
     @classmethod
     def parse(cls, text: str) -> Query:
@@ -56,8 +62,15 @@ class Query:
         full = {t.lower().replace("::", ".") for t in terms}
         words = {w.lower() for t in terms for w in split_identifier(t.replace(".", "_")) if len(w) > 2}
         idents = {t.replace("::", ".").split(".")[-1] for t in terms if _IDENTIFIER.search(t[1:])}
+        quoted = (words_of(next(g for g in m.groups() if g)) for m in _QUOTED.finditer(text))
         return cls(frozenset(full), frozenset(t.split(".")[-1] for t in full),
-                   frozenset(stem(w) for w in words), frozenset(i for i in idents if i))
+                   frozenset(stem(w) for w in words), frozenset(i for i in idents if i),
+                   tuple(q for q in quoted if q))
+
+
+def words_of(text: str) -> str:
+    """Lower-case words and numbers joined by single spaces, padded: phrases compare as substrings."""
+    return " " + " ".join(_TOKEN.findall(text.lower())) + " "
 
 
 def stem(word: str) -> str:
@@ -97,6 +110,8 @@ def adjust(fused: dict[int, float], chunks: dict[int, StoredChunk], query: Query
             score += SYMBOL_BONUS
         elif chunk.kind == "module" and query.identifiers and defines(chunk.text, query.identifiers):
             score += DEFINES_BONUS
+        if query.quoted and any(q in words_of(chunk.text) for q in query.quoted):
+            score += QUOTE_BONUS
         if chunk.kind == "header":
             score *= HEADER_FACTOR
         if PATH_BONUS and query.stems:
