@@ -5,10 +5,10 @@
 
 For each repo: its documented definitions as queries (docstring's first sentence) searched on a
 shadow index with those docstrings removed (the same honest set `codelearn eval` uses), and, for
-the stdlib, the hand-written questions; for Python repos, two generated sets that name code the
-way people paste it: `Where is the error "<message>" raised?` for `raise X("<message>")` (hit: the
-chunk holding the raise) and `Where is <NAME> defined?` for module-level UPPER_CASE constants (hit:
-the chunk holding the assignment), 150 of each, unique messages and names only. Prints recall@1/5/10 and MRR of hybrid search for each
+the stdlib, the hand-written questions; for Python repos, four generated sets that name code the
+way people paste it (`pasted_code_sets`: error messages asked about in quotes, as a traceback
+prints them, with their values filled in, and module-level constants; the hit is the chunk holding
+the `raise` or the assignment), 150 of each, unique ones only. Prints recall@1/5/10 and MRR of hybrid search for each
 setting of one lever at a time, the others at their current values, so a lever is kept only if it
 pays on every set, not on one.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ LEVERS = {
     "DEFINES_BONUS": (0.0, 0.1, 0.2, 0.3),
     "HEADER_FACTOR": (1.0, 0.8, 0.6, 0.4),
     "QUOTE_BONUS": (0.0, 0.1, 0.3),
+    "PARTIAL_QUOTE": (0.0, 0.5, 1.0),
     "TEST_FACTOR": (0.8, 0.5, 0.3),
     "AUX_FACTOR": (1.0, 0.7, 0.5),
     "PATH_BONUS": (0.0, 0.05, 0.1, 0.2),
@@ -65,14 +67,45 @@ def question_sets(repo: Path, questions: Path | None, targets: int, stack: conte
     return sets
 
 
+_FORMAT_FIELD = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdrifx]")
+
+
+def _raised_message(node) -> tuple[str, str, bool] | None:
+    """(exception name, message, whether values were filled in) of `raise X("...")`."""
+    import ast
+
+    if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args):
+        return None
+    func, arg = node.exc.func, node.exc.args[0]
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "Error")
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        message, filled = arg.value, False
+    elif isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Mod) and isinstance(arg.left, ast.Constant) \
+            and isinstance(arg.left.value, str):  # "... %s ..." % value
+        message, filled = _FORMAT_FIELD.sub("spam", arg.left.value), True
+    elif isinstance(arg, ast.JoinedStr):  # f"... {value} ..."
+        message = "".join(v.value if isinstance(v, ast.Constant) else "spam" for v in arg.values)
+        filled = True
+    else:
+        return None
+    if not 4 <= len(message.split()) <= 14 or {"%", "{"} & set(message):
+        return None
+    return name, message, filled
+
+
 def pasted_code_sets(repo: Path, searcher, n: int = 150, seed: int = 3):
-    """(name, searcher, queries, finders) for error messages and constants found with `ast`."""
+    """(name, searcher, queries, finders) for error messages and constants found with `ast`.
+
+    errors: `Where is the error "<message>" raised?`; tracebacks: `<Error>: <message>` as a
+    traceback prints it; formatted: the same for messages built with `%` or an f-string, their
+    fields filled with a value (`spam`); constants: `Where is <NAME> defined?`.
+    """
     import ast
     import random
 
     from codelearn.index.indexer import is_test_path
 
-    errors, constants = {}, {}
+    found: dict[str, dict[str, list]] = {"errors": {}, "tracebacks": {}, "formatted": {}, "constants": {}}
     for path in sorted(repo.rglob("*.py")):
         rel = path.relative_to(repo).as_posix()
         if is_test_path(rel) or rel.startswith(".") or "/test" in rel:
@@ -82,23 +115,27 @@ def pasted_code_sets(repo: Path, searcher, n: int = 150, seed: int = 3):
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         for node in ast.walk(tree):
-            arg = node.exc.args[0] if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) \
-                and node.exc.args else None
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) \
-                    and 4 <= len(arg.value.split()) <= 14 and not {"%", "{"} & set(arg.value):
-                errors.setdefault(arg.value, []).append((rel, node.lineno, node.end_lineno))
+            raised = _raised_message(node)
+            if raised is None:
+                continue
+            name, message, filled = raised
+            place = (rel, node.lineno, node.end_lineno)
+            if filled:
+                found["formatted"].setdefault(f"{name}: {message}", []).append(place)
+            else:
+                found["errors"].setdefault(f'Where is the error "{message}" raised?', []).append(place)
+                found["tracebacks"].setdefault(f"{name}: {message}", []).append(place)
         for node in tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 name = node.targets[0].id
                 if name.isupper() and "_" in name and len(name) > 5:
-                    constants.setdefault(name, []).append((rel, node.lineno, node.end_lineno))
-    rng = random.Random(seed)
+                    found["constants"].setdefault(f"Where is {name} defined?", []).append(
+                        (rel, node.lineno, node.end_lineno))
     out = []
-    for label, found, template in (("errors", errors, 'Where is the error "{}" raised?'),
-                                   ("constants", constants, "Where is {} defined?")):
-        unique = [(key, places[0]) for key, places in found.items() if len(places) == 1]
-        chosen = rng.sample(unique, min(n, len(unique)))
-        out.append((f"{repo.name}:{label}", searcher, [template.format(key) for key, _ in chosen],
+    for label, queries in found.items():
+        unique = [(query, places[0]) for query, places in queries.items() if len(places) == 1]
+        chosen = random.Random(seed).sample(unique, min(n, len(unique)))
+        out.append((f"{repo.name}:{label}", searcher, [query for query, _ in chosen],
                     [lambda hit, p=place: hit.path == p[0] and hit.start_line <= p[2] and p[1] <= hit.end_line
                      for _, place in chosen]))
     return out

@@ -257,4 +257,5 @@ def test_automatic_threads_do_not_count_our_own_finished_work():
     assert busy_cores((0, 0), (150, 200), own_seconds=0.0, ticks=100, cores=2) == 1.5
     assert busy_cores((0, 0), (150, 200), own_seconds=1.0, ticks=100, cores=2) == 0.5  # we used one
     assert busy_cores((0, 0), (50, 200), own_seconds=1.0, ticks=100, cores=2) == 0.0
+    assert busy_cores((0, 0), (210, 200), own_seconds=0.0, ticks=100, cores=2) == 2.0  # idle stepped back
     assert 0.0 <= others_busy_cores() <= (os.cpu_count() or 1)

@@ -147,6 +147,16 @@ def test_quoted_phrases_are_kept_word_for_word():
     assert ranking.Query.parse("why doesn't it know what isn't there, or 'x'?").quoted == ()
     assert " port must be between 1 and 65535 " in ranking.words_of('raise ValueError("Port must be between 1 and 65535")')
     assert " must be between 1 and 6553 " not in ranking.words_of("must be between 1 and 65535")
+    pasted = ranking.Query.parse("Traceback (most recent call last):\nValueError: port 99999 is out of range")
+    assert pasted.quoted == (" port 99999 is out of range ",)
+
+
+def test_a_message_with_its_values_filled_in_still_matches_in_part():
+    code = ranking.words_of('raise ValueError(f"port {number} is out of the allowed range")')
+    assert ranking.quote_match((" port 99999 is out of the allowed range ",), code) == pytest.approx(
+        ranking.PARTIAL_QUOTE * 5 / 7)
+    assert ranking.quote_match((" port is out of the allowed range ",), " x port is out of the allowed range y ") == 1.0
+    assert ranking.quote_match((" port 99999 unknown here ",), code) == 0.0  # 1 of 4 word pairs
 
 
 PORTS = '''\
@@ -168,17 +178,40 @@ def parse_port(text, default=None, *, allow_zero=False):
     if not 1 <= number <= 65535:
         raise ValueError("port must be between 1 and 65535")
     return number
+
+
+def out_of_range_ports(ports):
+    """Ports out of range: a port is out of range when it is not in 1-65535 (web ports too)."""
+    return [port for port in ports if not 1 <= port <= 65535]
+
+
+def port_for(service, ports):
+    """The port a service listens on, checked against the range 1-65535 of valid ports."""
+    port = ports.get(service, 0)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range (1-65535) for {service!r}")
+    return port
 '''
+
+
+# Other modules, so that bm25's word weights mean something (a handful of chunks makes every word common).
+FILLER = {f"net/util{n}.py": "\n\n".join(f'''\
+def helper_{n}_{m}(items, limit={m}):
+    """Keep the first {m} items whose name is out of the ordinary for module {n}."""
+    return [item for item in items[:limit] if item.name not in ("a", "b")]
+''' for m in range(4)) for n in range(6)}
 
 
 def test_a_pasted_error_message_finds_the_code_that_raises_it(tmp_path, monkeypatch):
     monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
-    repo = make_repo(tmp_path / "net", {"net/ports.py": PORTS})
+    repo = make_repo(tmp_path / "net", {"net/ports.py": PORTS, **FILLER})
     project = open_project(repo)
     run_index(project, wait=True)
     searcher = Searcher(project)
     try:
-        hits = searcher.search('ValueError: "port must be between 1 and 65535"', k=3)
+        quoted = searcher.search('ValueError: "port must be between 1 and 65535"', k=3)
+        pasted = searcher.search("ValueError: port 70000 is out of range (1-65535) for 'web'", k=3)
     finally:
         searcher.close()
-    assert hits[0].symbol == "parse_port", [h.symbol for h in hits]
+    assert quoted[0].symbol == "parse_port", [h.symbol for h in quoted]
+    assert pasted[0].symbol == "port_for", [h.symbol for h in pasted]

@@ -3,8 +3,9 @@
 Applied after keyword and vector scores are fused: a bonus for chunks whose
 symbol the query names, or, for top-level code, that assign or `#define` an
 identifier the query names (a constant has no chunk of its own), or that hold a
-phrase the query quotes (`"...", '...'` or backticks: a pasted error message)
-word for word; a penalty for
+phrase the query quotes (`"...", '...'`, backticks, or the message of a pasted
+`SomeError: message` line) word for word, or in good part (a message whose
+values were filled in); a penalty for
 the head of a big class (signature and docstring: the answer is usually in one
 of its methods); penalties for code that *uses* or *re-exports* the thing asked
 about rather than implementing it (tests, examples, docs, compat shims,
@@ -27,6 +28,7 @@ from codelearn.index.keywords import query_terms, split_identifier
 SYMBOL_BONUS = 0.1
 DEFINES_BONUS = 0.3  # top-level code defining a named identifier: constants R@1 0.42 -> 0.73
 QUOTE_BONUS = 0.3  # quoted phrase found verbatim: error-message queries R@1 0.71 -> 0.95
+PARTIAL_QUOTE = 0.5  # share of the bonus, times the share of the phrase's word pairs found (half at least)
 HEADER_FACTOR = 0.6  # class heads: +0.003..+0.018 recall@5 on six sets, none lower
 TEST_FACTOR = 0.5  # 0.8 before; 0.5 scored +0.006 / +0.009 recall@5 on the two stdlib sets
 AUX_FACTOR = 1.0  # examples, docs, compat shims, `__init__` re-exports
@@ -41,6 +43,8 @@ _COMPAT = re.compile(r"(^|/)(_?compat[^/]*|six|backports?)(/|\.py$)")
 _DEFINES = (r"(?m)^[ \t]*(?:(?:#[ \t]*define[ \t]+{name}\b)|(?:typedef\b[^;\n]*\b{name}[ \t]*;)"
             r"|(?:(?:export[ \t]+|pub[ \t]+)?(?:const|let|var|static)[ \t]+)?{name}\b(?:[ \t]*:[^=\n]*)?[ \t]*=(?!=))")
 _QUOTED = re.compile(r"\"([^\"]{6,})\"|(?<!\w)'([^']{6,})'(?!\w)|`([^`]{6,})`")
+# A pasted traceback line: `ValueError: message`, `json.decoder.JSONDecodeError: message`.
+_RAISED = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning)\b:[ \t]*([^\n]{6,})")
 _TOKEN = re.compile(r"[A-Za-z0-9_]+")
 _IDENTIFIER = re.compile(r"_|[a-z][A-Z]|[A-Z]{2}|\.|::")
 _SUFFIX = re.compile(r"(ations?|izers?|isers?|izing|ising|ized|ised|izes|ises|ize|ise|ing|ers?|ed|es|s)$")
@@ -62,7 +66,9 @@ class Query:
         full = {t.lower().replace("::", ".") for t in terms}
         words = {w.lower() for t in terms for w in split_identifier(t.replace(".", "_")) if len(w) > 2}
         idents = {t.replace("::", ".").split(".")[-1] for t in terms if _IDENTIFIER.search(t[1:])}
-        quoted = (words_of(next(g for g in m.groups() if g)) for m in _QUOTED.finditer(text))
+        spans = [next(g for g in m.groups() if g) for m in _QUOTED.finditer(text)]
+        spans += [m.group(1) for m in _RAISED.finditer(text) if not _QUOTED.search(m.group(1))]
+        quoted = (words_of(span) for span in spans)
         return cls(frozenset(full), frozenset(t.split(".")[-1] for t in full),
                    frozenset(stem(w) for w in words), frozenset(i for i in idents if i),
                    tuple(q for q in quoted if q))
@@ -71,6 +77,23 @@ class Query:
 def words_of(text: str) -> str:
     """Lower-case words and numbers joined by single spaces, padded: phrases compare as substrings."""
     return " " + " ".join(_TOKEN.findall(text.lower())) + " "
+
+
+def quote_match(quoted: tuple[str, ...], words: str) -> float:
+    """1.0 when `words` (from `words_of`) hold a phrase whole; PARTIAL_QUOTE times the share of its
+    word pairs they hold when that is half or more (`invalid port 99999` against `invalid port %d`);
+    else 0."""
+    if any(q in words for q in quoted):
+        return 1.0
+    here = words.split()
+    pairs_here = set(zip(here, here[1:]))
+    best = 0.0
+    for phrase in quoted:
+        tokens = phrase.split()
+        pairs = set(zip(tokens, tokens[1:]))
+        if pairs:
+            best = max(best, len(pairs & pairs_here) / len(pairs))
+    return PARTIAL_QUOTE * best if best >= 0.5 else 0.0
 
 
 def stem(word: str) -> str:
@@ -110,8 +133,8 @@ def adjust(fused: dict[int, float], chunks: dict[int, StoredChunk], query: Query
             score += SYMBOL_BONUS
         elif chunk.kind == "module" and query.identifiers and defines(chunk.text, query.identifiers):
             score += DEFINES_BONUS
-        if query.quoted and any(q in words_of(chunk.text) for q in query.quoted):
-            score += QUOTE_BONUS
+        if query.quoted:
+            score += QUOTE_BONUS * quote_match(query.quoted, words_of(chunk.text))
         if chunk.kind == "header":
             score *= HEADER_FACTOR
         if PATH_BONUS and query.stems:

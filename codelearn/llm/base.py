@@ -100,5 +100,6 @@ def busy_cores(before: tuple[int, int], after: tuple[int, int], own_seconds: flo
                cores: int) -> float:
     """Cores kept busy by others between two /proc/stat readings, our own CPU time taken out."""
     total = max(1, after[1] - before[1])  # all cores' ticks in the window
-    busy = (after[0] - before[0]) / total * cores
+    # Linux's idle and iowait counters can step backwards, which would make busy > total.
+    busy = min(after[0] - before[0], total) / total * cores
     return max(0.0, busy - own_seconds * ticks / total * cores)
