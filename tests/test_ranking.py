@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from conftest import make_repo
 
@@ -11,6 +13,19 @@ from codelearn.index.chunk import Chunk
 from codelearn.index.indexer import run_index
 from codelearn.index.search import Searcher
 from codelearn.project import open_project
+
+
+@contextlib.contextmanager
+def keyword_searcher(tmp_path, monkeypatch, files: dict[str, str]):
+    """A searcher over a fresh repo of `files`, indexed for keyword search only."""
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
+    project = open_project(make_repo(tmp_path / "repo", files))
+    run_index(project, wait=True)
+    searcher = Searcher(project)
+    try:
+        yield searcher
+    finally:
+        searcher.close()
 
 
 def _stored(cid: int, path: str, symbol: str = "", kind: str = "function", test: bool = False) -> StoredChunk:
@@ -62,18 +77,12 @@ def test_apply_discount_{n}():
 
 
 def test_a_test_file_never_outranks_the_code_it_tests(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
-    repo = make_repo(tmp_path / "shop", {"shop/cart.py": IMPLEMENTATION, "tests/test_cart.py": TESTS})
-    project = open_project(repo)
-    run_index(project, wait=True)
-    searcher = Searcher(project)
-    try:
+    files = {"shop/cart.py": IMPLEMENTATION, "tests/test_cart.py": TESTS}
+    with keyword_searcher(tmp_path, monkeypatch, files) as searcher:
         for question in ("how is the discount applied to the cart total?", "apply_discount",
                          "where do we reduce the price of every line by a percentage"):
             hits = searcher.search(question, k=5)
             assert hits[0].path == "shop/cart.py", (question, [h.path for h in hits])
-    finally:
-        searcher.close()
 
 
 def test_identifiers_in_a_query_are_the_terms_written_like_code():
@@ -129,15 +138,8 @@ def fetch(session, url):
 
 
 def test_a_constant_is_found_where_it_is_defined_not_where_it_is_used(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
-    repo = make_repo(tmp_path / "client", {"settings.py": SETTINGS, "client.py": CLIENT})
-    project = open_project(repo)
-    run_index(project, wait=True)
-    searcher = Searcher(project)
-    try:
+    with keyword_searcher(tmp_path, monkeypatch, {"settings.py": SETTINGS, "client.py": CLIENT}) as searcher:
         hits = searcher.search("Where is MAX_RETRIES defined?", k=3)
-    finally:
-        searcher.close()
     assert hits[0].path == "settings.py" and hits[0].kind == "module", [(h.path, h.symbol) for h in hits]
 
 
@@ -203,15 +205,8 @@ def helper_{n}_{m}(items, limit={m}):
 
 
 def test_a_pasted_error_message_finds_the_code_that_raises_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
-    repo = make_repo(tmp_path / "net", {"net/ports.py": PORTS, **FILLER})
-    project = open_project(repo)
-    run_index(project, wait=True)
-    searcher = Searcher(project)
-    try:
+    with keyword_searcher(tmp_path, monkeypatch, {"net/ports.py": PORTS, **FILLER}) as searcher:
         quoted = searcher.search('ValueError: "port must be between 1 and 65535"', k=3)
         pasted = searcher.search("ValueError: port 70000 is out of range (1-65535) for 'web'", k=3)
-    finally:
-        searcher.close()
     assert quoted[0].symbol == "parse_port", [h.symbol for h in quoted]
     assert pasted[0].symbol == "port_for", [h.symbol for h in pasted]
