@@ -7,8 +7,9 @@ For each repo: its documented definitions as queries (docstring's first sentence
 shadow index with those docstrings removed (the same honest set `codelearn eval` uses), and, for
 the stdlib, the hand-written questions; for Python repos, four generated sets that name code the
 way people paste it (`pasted_code_sets`: error messages asked about in quotes, as a traceback
-prints them, with their values filled in, and module-level constants; the hit is the chunk holding
-the `raise` or the assignment), 150 of each, unique ones only. Prints recall@1/5/10 and MRR of hybrid search for each
+prints them, with their values filled in, module-level constants and classes by name; the hit is
+the chunk holding the `raise`, the assignment or part of the class), 150 of each, unique ones
+only. Prints recall@1/5/10 and MRR of hybrid search for each
 setting of one lever at a time, the others at their current values, so a lever is kept only if it
 pays on every set, not on one.
 """
@@ -98,14 +99,16 @@ def pasted_code_sets(repo: Path, searcher, n: int = 150, seed: int = 3):
 
     errors: `Where is the error "<message>" raised?`; tracebacks: `<Error>: <message>` as a
     traceback prints it; formatted: the same for messages built with `%` or an f-string, their
-    fields filled with a value (`spam`); constants: `Where is <NAME> defined?`.
+    fields filled with a value (`spam`); constants: `Where is <NAME> defined?`; classes: `Where is
+    the <Name> class defined?` (any chunk of the class is a hit).
     """
     import ast
     import random
 
     from codelearn.index.indexer import is_test_path
 
-    found: dict[str, dict[str, list]] = {"errors": {}, "tracebacks": {}, "formatted": {}, "constants": {}}
+    found: dict[str, dict[str, list]] = {"errors": {}, "tracebacks": {}, "formatted": {}, "constants": {},
+                                         "classes": {}}
     for path in sorted(repo.rglob("*.py")):
         rel = path.relative_to(repo).as_posix()
         if is_test_path(rel) or rel.startswith(".") or "/test" in rel:
@@ -115,6 +118,9 @@ def pasted_code_sets(repo: Path, searcher, n: int = 150, seed: int = 3):
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                found["classes"].setdefault(f"Where is the {node.name} class defined?", []).append(
+                    (rel, node.lineno, node.end_lineno))
             raised = _raised_message(node)
             if raised is None:
                 continue

@@ -107,10 +107,12 @@ def test_uses_of_a_name_are_not_definitions(text):
     assert not ranking.defines(text, frozenset({"MAX_RETRIES"}))
 
 
-def test_a_class_head_ranks_below_the_method_that_does_the_work():
+def test_a_class_head_ranks_below_the_method_that_does_the_work_unless_the_class_is_named():
     chunks = {1: _stored(1, "q.py", "Queue", kind="header"), 2: _stored(2, "q.py", "Queue.get", kind="method")}
     out = ranking.adjust({1: 0.5, 2: 0.4}, chunks, ranking.Query.parse("how does a consumer wait for an item"))
     assert out[2] > out[1]
+    out = ranking.adjust({1: 0.5, 2: 0.45}, chunks, ranking.Query.parse("Where is the Queue class defined?"))
+    assert out[1] > out[2]
 
 
 SETTINGS = '''\

@@ -5,13 +5,13 @@ symbol the query names, or, for top-level code, that assign or `#define` an
 identifier the query names (a constant has no chunk of its own), or that hold a
 phrase the query quotes (`"...", '...'`, backticks, or the message of a pasted
 `SomeError: message` line) word for word, or in good part (a message whose
-values were filled in); a penalty for
-the head of a big class (signature and docstring: the answer is usually in one
-of its methods); penalties for code that *uses* or *re-exports* the thing asked
-about rather than implementing it (tests, examples, docs, compat shims,
-`__init__` re-exports); a bonus when query words name the file or its folders;
-file coherence (a file with several good chunks lifts its best one); and a cap
-on chunks per file among the results, so one file cannot crowd out the others.
+values were filled in); a penalty for the head of a big class the query does not
+name (signature and docstring: the answer is usually in one of its methods);
+penalties for code that *uses* or *re-exports* the thing asked about rather than
+implementing it (tests, examples, docs, compat shims, `__init__` re-exports); a
+bonus when query words name the file or its folders; file coherence (a file with
+several good chunks lifts its best one); and a cap on chunks per file among the
+results, so one file cannot crowd out the others.
 Each weight is a named constant measured in benchmarks/ranking.py (several
 query sets and languages at once) and benchmarks/retrieval.py.
 """
@@ -29,7 +29,7 @@ SYMBOL_BONUS = 0.1
 DEFINES_BONUS = 0.3  # top-level code defining a named identifier: constants R@1 0.42 -> 0.73
 QUOTE_BONUS = 0.3  # quoted phrase found verbatim: error-message queries R@1 0.71 -> 0.95
 PARTIAL_QUOTE = 0.5  # share of the bonus, times the share of the phrase's word pairs found (half at least)
-HEADER_FACTOR = 0.6  # class heads: +0.003..+0.018 recall@5 on six sets, none lower
+HEADER_FACTOR = 0.6  # class heads the query does not name: questions R@1 0.292 -> 0.310
 TEST_FACTOR = 0.5  # 0.8 before; 0.5 scored +0.006 / +0.009 recall@5 on the two stdlib sets
 AUX_FACTOR = 1.0  # examples, docs, compat shims, `__init__` re-exports
 PATH_BONUS = 0.0  # per query word naming the file stem or a parent folder (two at most)
@@ -129,13 +129,14 @@ def adjust(fused: dict[int, float], chunks: dict[int, StoredChunk], query: Query
             continue
         chunk = stored.chunk
         symbol = chunk.symbol.lower().replace("::", ".")
-        if symbol and (symbol in query.named_full or symbol.split(".")[-1] in query.named):
+        named = bool(symbol) and (symbol in query.named_full or symbol.split(".")[-1] in query.named)
+        if named:
             score += SYMBOL_BONUS
         elif chunk.kind == "module" and query.identifiers and defines(chunk.text, query.identifiers):
             score += DEFINES_BONUS
         if query.quoted:
             score += QUOTE_BONUS * quote_match(query.quoted, words_of(chunk.text))
-        if chunk.kind == "header":
+        if chunk.kind == "header" and not named:  # asked about by name, the class head is the answer
             score *= HEADER_FACTOR
         if PATH_BONUS and query.stems:
             score += PATH_BONUS * min(2, len(query.stems & path_stems(chunk.path)))
