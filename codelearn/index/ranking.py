@@ -40,8 +40,10 @@ _AUX_DIR = re.compile(r"(^|/)(examples?|samples?|demos?|docs?|tutorials?|benchma
 _COMPAT = re.compile(r"(^|/)(_?compat[^/]*|six|backports?)(/|\.py$)")
 # How top-level code defines a name, in the languages codelearn chunks: `NAME = ...`,
 # `NAME: int = ...`, `#define NAME`, `const NAME`, `static NAME`, `var NAME`, `typedef ... NAME`.
-_DEFINES = (r"(?m)^[ \t]*(?:(?:#[ \t]*define[ \t]+{name}\b)|(?:typedef\b[^;\n]*\b{name}[ \t]*;)"
-            r"|(?:(?:export[ \t]+|pub[ \t]+)?(?:const|let|var|static)[ \t]+)?{name}\b(?:[ \t]*:[^=\n]*)?[ \t]*=(?!=))")
+_DEFINES = (r"(?m)^[ \t]*(?:(?:#[ \t]*define[ \t]+{name}\b)"
+            r"|(?:typedef\b[^;\n]*\b{name}[ \t]*;)"
+            r"|(?:(?:export[ \t]+|pub[ \t]+)?(?:const|let|var|static)[ \t]+)?"
+            r"{name}\b(?:[ \t]*:[^=\n]*)?[ \t]*=(?!=))")
 _QUOTED = re.compile(r"\"([^\"]{6,})\"|(?<!\w)'([^']{6,})'(?!\w)|`([^`]{6,})`")
 # A pasted traceback line: `ValueError: message`, `json.decoder.JSONDecodeError: message`.
 _RAISED = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning)\b:[ \t]*([^\n]{6,})")
