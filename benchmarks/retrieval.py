@@ -366,10 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"embedder or recipe?): run `python -m codelearn index --rebuild "
                              f"--repo {repo}` first")
 
-        sets = {
-            "docstring": docstring_set(repo, args.sample, args.seed),
-            "questions": question_set(repo, args.questions),
-        }
+        sets = {"docstring": docstring_set(repo, args.sample, args.seed)} if args.sample else {}
+        sets["questions"] = question_set(repo, args.questions)
         baseline = None if args.no_baseline else Baseline(
             repo, args.cache, args.window, args.baseline_tokens, args.threads)
         for label, queries in sets.items():
