@@ -29,6 +29,7 @@ def render_status(info: dict) -> None:
         ("chunks", f"{info['chunks']} ({', '.join(f'{k} {v}' for k, v in list(info['chunks_by_language'].items())[:6])})"),
         ("vectors", f"{info['vectors']} ({info['embedder']}; {info['vectors_to_embed']} still to embed, "
                     f"{info['vectors_pending_store']} waiting for the vector store)"),
+        ("search model", _search_model_line(info.get("search_model") or {})),
         ("size", f"catalog {_mb(info['index_bytes'])}, vector store {_mb(info['vector_store_bytes'])}"),
         ("skipped", ", ".join(f"{k}: {v}" for k, v in info["skipped_by_reason"].items()) or "nothing"),
         ("secrets withheld", f"{info['redactions']} values in {info['files_with_redactions']} files"
@@ -41,6 +42,15 @@ def render_status(info: dict) -> None:
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", str(value))
     out.print(table)
+
+
+def _search_model_line(model: dict) -> str:
+    if not model.get("tuned_on_repo"):
+        return "shipped MiniLM (`codelearn train --search` tunes one on this repo)"
+    when = dt.datetime.fromtimestamp(model["promoted"]).strftime("%Y-%m-%d %H:%M")
+    before, after = model["scores"].get("before", {}), model["scores"].get("after", {})
+    gain = f"; held-out MRR {before['mrr']:.3f} → {after['mrr']:.3f}" if "mrr" in before and "mrr" in after else ""
+    return f"tuned on this repo {when} ({model['pairs']} pairs{gain}); undo: codelearn models rollback --search"
 
 
 def render_config(values: dict, origins: dict) -> None:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from codelearn.index.chunk import Chunk
 from codelearn.index.catalog import Catalog, StoredChunk
 
 VENDORED = re.compile(
@@ -50,6 +51,11 @@ class Unit:
     @property
     def lines(self) -> range:
         return range(self.start_line, self.end_line + 1)
+
+    def as_chunk(self, text: str | None = None) -> Chunk:
+        """The chunk it came from (with `text` instead of its own, if given)."""
+        return Chunk(self.path, self.language, self.kind, self.symbol, self.start_line, self.end_line,
+                     self.text if text is None else text, self.context)
 
     def text_hash(self) -> str:
         return hashlib.sha1(self.text.encode("utf-8", "replace")).hexdigest()

@@ -27,6 +27,7 @@ from typing import Protocol
 from codelearn.corpus.doc import docstring, first_sentence, without_docstring
 from codelearn.corpus.units import Unit, load_units
 from codelearn.errors import CodelearnError
+from codelearn.index import search_model
 from codelearn.index.catalog import Catalog
 from codelearn.index.chunk import Chunk
 from codelearn.index.embedder import NO_EMBEDDER
@@ -153,6 +154,7 @@ def shadow_project(project: Project, targets: Sequence[Target], *, vectors: bool
         settings = dataclasses.replace(project.settings, chroma_url="")
         shadow = Project(root=Path(tmp), loaded=dataclasses.replace(project.loaded, settings=settings))
         shadow.ensure_state()
+        search_model.share(project.state, shadow.state)
         _copy_catalog(project.catalog_path, shadow.catalog_path)
         _strip_targets(shadow, targets, vectors)
         yield shadow
@@ -185,19 +187,18 @@ def _strip_targets(shadow: Project, targets: Sequence[Target], vectors: bool) ->
         catalog.close()
 
 
-def _stripped_chunk(target: Target) -> Chunk:
-    u = target.unit
-    return Chunk(u.path, u.language, u.kind, u.symbol, u.start_line, u.end_line, target.stripped, u.context)
+def stripped_chunk(target: Target) -> Chunk:
+    """The target's chunk without its documentation."""
+    return target.unit.as_chunk(target.stripped)
 
 
 def _embed_stripped(catalog: Catalog, targets: Sequence[Target], shadow: Project) -> list[str | None]:
     """New vectors for the stripped targets, made the way the indexer makes them; their keys."""
-    from codelearn.index.embedder import get_embedder
+    from codelearn.index.embedder import project_embedder
     from codelearn.index.indexer import EMBED_BATCH, embed_text, vec_key
 
-    settings = shadow.settings
-    embedder = get_embedder(settings.embedder, threads=settings.threads or None)
-    texts = [embed_text(_stripped_chunk(t)) if t.unit.vec_key else None for t in targets]
+    embedder = project_embedder(shadow, threads=shadow.settings.threads or None)
+    texts = [embed_text(stripped_chunk(t)) if t.unit.vec_key else None for t in targets]
     keys = [vec_key(embedder.name, text) if text is not None else None for text in texts]
     todo = {key: text for key, text in zip(keys, texts) if key is not None}
     pending = list(todo.items())
@@ -322,7 +323,7 @@ def prompt_share(results: Results, targets: Sequence[Target], mode: str, k: int,
 
 def _modes(project: Project) -> tuple[list[str], list[str]]:
     """The modes that can run on this index, and notes on any left out."""
-    from codelearn.index.embedder import get_embedder
+    from codelearn.index.embedder import project_embedder
 
     if project.settings.embedder == NO_EMBEDDER:
         return ["keyword"], ["vector and hybrid modes omitted: the embedder setting is none (no vectors)"]
@@ -331,7 +332,7 @@ def _modes(project: Project) -> tuple[list[str], list[str]]:
         indexed = catalog.get_meta("embedder")
     finally:
         catalog.close()
-    wanted = get_embedder(project.settings.embedder).name
+    wanted = project_embedder(project).name
     if indexed != wanted:
         return ["keyword"], [f"vector and hybrid modes omitted: the index holds {indexed or 'no'} vectors but "
                              f"the embedder setting makes {wanted} ones; run `codelearn index`"]
@@ -417,8 +418,15 @@ def retrieval_section(project: Project, *, limit: int = 200, seed: int = 0, ques
     """Recall@1/5/10 and MRR of the project's own search per query set and mode (JSON-ready)."""
     asked = load_questions(questions) if questions is not None else []  # fail before the slow part
     found = find_targets(load_units(project.catalog_path))
+    tuned = search_model.active(project.state)
+    if tuned is not None:  # it learned the other docstrings: only its held-out ones are fair queries
+        held = {tuple(key) for key in tuned.held_out}
+        found = [t for t in found if (t.unit.source, t.unit.path, t.unit.start_line) in held]
     targets = sample_targets(found, limit, seed)
     modes, mode_notes = _modes(project)
+    if tuned is not None:
+        mode_notes.append(f"the search model was tuned on this repo's docstrings: the targets are drawn "
+                          f"from the {len(found)} definitions it held out (never trained on)")
     paraphrases = _paraphrases(targets)
     total = len(targets) + len(paraphrases) + len(asked)
     run = _Run(project, modes, targets, paraphrases, asked, _ticker(progress, total))

