@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -408,12 +409,18 @@ def train(
     since: str = typer.Option("", "--since", help="Hold out what came after this commit or date "
                               "(default: the commit that holds back holdout_share of the history)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only errors and the outcome."),
+    search: bool = typer.Option(False, "--search", help="Tune the search model instead: fine-tune the "
+                                "embedder on this repo's documented code, promote it if it ranks held-out "
+                                "code better, then re-embed the index (minutes on a CPU)."),
     repo: Optional[Path] = RepoOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Fine-tune the answer model on this repo, then promote it only if it measurably improved."""
     from codelearn.train.nightly import RunOptions, run_training
 
+    if search:
+        _train_search(_project(repo), max_steps=max_steps, max_minutes=max_minutes, quiet=quiet,
+                      as_json=as_json)
     if export is not None and export not in ("gguf", "adapter"):
         raise typer.BadParameter("use gguf or adapter", param_hint="--export")
     options = RunOptions(nightly=nightly, dry_run=dry_run, force=force, max_steps=max_steps,
@@ -426,6 +433,24 @@ def train(
         from codelearn.render_train import render_train
 
         render_train(report, quiet=quiet)
+    raise typer.Exit(report.exit_code)
+
+
+def _train_search(project, *, max_steps: Optional[int], max_minutes: Optional[float], quiet: bool,
+                  as_json: bool) -> None:
+    from codelearn.train.search_tuning import SearchTuneOptions, run_search_tuning
+
+    options = SearchTuneOptions(max_steps=max_steps or None)
+    if max_minutes is not None:
+        options.max_minutes = max_minutes
+    with console.progress_bar(enabled=not quiet and not as_json) as progress:
+        report = run_search_tuning(project, options, progress)
+    if as_json:
+        console.print_json(report.as_json())
+    else:
+        from codelearn.render_train import render_search_tuning
+
+        render_search_tuning(report)
     raise typer.Exit(report.exit_code)
 
 
@@ -579,13 +604,32 @@ def models_history(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption
 
 @models_app.command("rollback")
 @_expected_errors
-def models_rollback(repo: Optional[Path] = RepoOption) -> None:
+def models_rollback(
+    search: bool = typer.Option(False, "--search", help="Roll back the search model instead (then "
+                                "re-embeds the index)."),
+    repo: Optional[Path] = RepoOption,
+) -> None:
     """Serve the previously promoted model for this repo again (or the base model)."""
     from codelearn.models.registry import Registry
 
+    if search:
+        _rollback_search(_project(repo))
+        return
     now = Registry().rollback(_project(repo).key)
     console.info(f"This repo is now answered by {now}." if now else
                  "This repo is now answered by the base model again (no earlier trained model).")
+
+
+def _rollback_search(project) -> None:
+    from codelearn.index import search_model
+    from codelearn.train.search_tuning import reembed
+
+    now = search_model.rollback(project.state)
+    console.info(f"Search now uses the model promoted on {time.strftime('%Y-%m-%d %H:%M', time.localtime(now.promoted))}"
+                 if now else "Search now uses the shipped model again.")
+    with console.progress_bar() as progress:
+        seconds = reembed(project, progress)
+    console.info(f"Re-embedded the index in {seconds:.0f} s.")
 
 
 def run() -> None:

@@ -73,3 +73,24 @@ def render_history(rows: list[dict]) -> None:
         table.add_row(row["name"], row["added"], row["status"], row["export"] or "", change,
                       ", ".join(row["failed_checks"]) or "-")
     out.print(table)
+
+
+def render_search_tuning(report) -> None:
+    """What `codelearn train --search` did: the held-out ranking before and after, and the outcome."""
+    if report.steps:
+        out.print(f"tuned on {report.pairs - report.held_out} documented definitions ({report.held_out} held out): "
+                  f"{report.steps} steps in {report.train_seconds:.0f}s, last loss {report.loss:.3f}")
+    if report.before and report.after:
+        table = Table(title="held-out code found by its docstring's first sentence", title_justify="left")
+        for column in ("model", "recall@1", "recall@5", "recall@10", "MRR"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for label, row in (("current", report.before), ("tuned", report.after)):
+            table.add_row(label, *(f"{row[k]:.3f}" for k in ("recall@1", "recall@5", "recall@10", "mrr")))
+        out.print(table)
+    if report.busy:
+        info(f"Not run: {report.reason}.")
+    elif report.promoted:
+        info(f"Promoted: {report.reason}. Search uses {report.model}; index re-embedded in "
+             f"{report.reindex_seconds:.0f}s. Undo: codelearn models rollback --search")
+    else:
+        info(f"Not promoted: {report.reason}.")
