@@ -91,6 +91,9 @@ class Settings:
         240.0, "Time budget of one training run in minutes (the nightly run stops training then "
         "and still exports, evaluates and decides); 0 = no limit.")
     train_steps: int = _setting(0, "Most optimiser steps per run; 0 = until the time budget or three passes over the data.")
+    train_search: bool = _setting(
+        True, "`codelearn train` first tunes the search model on the repo (as `train --search` does; "
+        "needs embedder = default and 40+ documented definitions, else skipped).")
     train_rank: int = _setting(16, "LoRA rank.")
     train_alpha: int = _setting(0, "LoRA alpha; 0 = 2 x rank.")
     train_lr: float = _setting(2e-4, "Peak learning rate (linear warm-up, cosine decay to 10%).")

@@ -55,9 +55,18 @@ def render_train(report, quiet: bool = False) -> None:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in report.export["seconds"].items())
         out.print(f"exported {report.export['kind']} ({report.export['quant']}, "
                   f"{report.export['size'] / 1e6:.1f} MB): {steps}")
+    if not quiet and report.search:
+        out.print(_search_line(report.search))
     if not quiet and report.gate:
         out.print(_gate_table(report.gate))
     info(report.message + (f" Log: {report.log}" if report.log else ""))
+
+
+def _search_line(search: dict) -> str:
+    if "error" in search:
+        return f"search model: not tuned ({search['error']})"
+    verdict = "promoted" if search.get("promoted") else "kept the current one"
+    return f"search model: {verdict}: {search.get('reason', '')}"
 
 
 def render_history(rows: list[dict]) -> None:

@@ -302,3 +302,21 @@ def test_the_kl_penalty_trains_and_keeps_the_adapted_model_closer_to_the_base(ti
         losses[weight] = result.losses[-1]
     # `losses` are the plain next-token loss: pulled back toward the base, it fits the junk less
     assert losses[5.0] > losses[0.0]
+
+
+def test_a_run_tunes_the_search_model_first_when_it_can(repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "default")  # the fixture turns vectors off to be quick
+    documented = "".join(f'def measure_{n}(rows):\n    """Count the rows of kind {n} in a batch."""\n'
+                         f"    return sum(1 for r in rows if r == {n})\n\n" for n in range(12))
+    write_files(repo, {"lib/measures.py": documented})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "measures")
+    result = CliRunner().invoke(app, ["train", "-C", str(repo), "--max-steps", "2", "--json"])
+    report = json.loads(result.stdout)
+    assert result.exit_code in (0, EXIT_REJECTED), result.output
+    search = report["search"]
+    assert "search" in report["seconds"] and "error" not in search
+    assert search["pairs"] >= 40 and search["steps"] > 0 and search["after"], search
+    monkeypatch.setenv("CODELEARN_TRAIN_SEARCH", "false")
+    later = run_training(open_project(repo), RunOptions(max_steps=2))
+    assert later.search == {} and "search" not in later.seconds

@@ -59,6 +59,7 @@ class TrainReport:
     training: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
     gate: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)  # the search model's own tuning (`train_search`)
     scores: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     log: str = ""
@@ -131,6 +132,8 @@ class _Run:
         self.report.serving, self.report.base = self.serving.name, self.base.name
         if not self.options.dry_run:
             self._stage("preflight", self._preflight)
+            if self.settings.train_search and self.settings.embedder == "default":
+                self._stage("search", self._tune_search)
         self._stage("data", self._build_data)
         if self.options.dry_run:
             self.report.status, self.report.message = "dry_run", "Dry run: nothing was trained."
@@ -200,6 +203,17 @@ class _Run:
         self.trainer = choose_trainer(self.settings.train_backend)
         self.converter = converter_dir(self.settings.converter_path,
                                        progress=lambda d, t: self.progress("fetching converter", d, t))
+
+    def _tune_search(self) -> None:
+        """The search model learns the repo first (its own gate decides); the answer model's
+        data then comes from the index it searches. Its failure is reported, not fatal."""
+        from codelearn.train.search_tuning import SearchTuneOptions, tune_and_gate
+
+        try:
+            self.report.search = tune_and_gate(self.project, SearchTuneOptions(), self.progress).as_json()
+        except CodelearnError as exc:
+            log.warning("search model not tuned: %s", exc)
+            self.report.search = {"error": str(exc)}
 
     def _refresh_index(self) -> None:
         from codelearn.index.indexer import run_index

@@ -353,12 +353,13 @@ def run_search_tuning(project: Project, options: SearchTuneOptions | None = None
     if not lock.acquire():
         return SearchTuneReport(busy=True, reason="another `codelearn train` is running for this repo")
     try:
-        return _tune_and_gate(project, options or SearchTuneOptions(), progress)
+        return tune_and_gate(project, options or SearchTuneOptions(), progress)
     finally:
         lock.release()
 
 
-def _tune_and_gate(project: Project, options: SearchTuneOptions, progress: Progress) -> SearchTuneReport:
+def tune_and_gate(project: Project, options: SearchTuneOptions, progress: Progress = _noop) -> SearchTuneReport:
+    """The run itself, for a caller that holds the train lock (`codelearn train`)."""
     from codelearn.index import search_model
     from codelearn.index.embedder import NO_EMBEDDER, project_embedder, tuned_embedder
 
