@@ -67,7 +67,8 @@ def cell(row: dict) -> str:
     return f"{row['recall@1']:.3f} / {row['recall@5']:.3f} / {row['mrr']:.3f}"
 
 
-def one_repo(source: Path, questions: Path | None, targets: int, weights: tuple[float, ...]) -> None:
+def one_repo(source: Path, questions: Path | None, targets: int, weights: tuple[float, ...],
+             epochs: float | None = None, lr: float | None = None) -> None:
     from codelearn.project import open_project
     from codelearn.train.search_tuning import SearchTuneOptions, run_search_tuning
 
@@ -81,8 +82,10 @@ def one_repo(source: Path, questions: Path | None, targets: int, weights: tuple[
             if stage == "tune" and (done == 1 or done % 10 == 0 or done == total):
                 print(f"  tune {done}/{total} {detail} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
 
-        report = run_search_tuning(open_project(repo), SearchTuneOptions(
-            exclude=shadow_keys(repo, targets), min_gain=-1.0), progress)
+        options = SearchTuneOptions(exclude=shadow_keys(repo, targets), min_gain=-1.0, epochs=epochs)
+        if lr is not None:
+            options.lr = lr
+        report = run_search_tuning(open_project(repo), options, progress)
         after = measure(repo, questions, targets, weights)
     print(f"\n{source.name}: {report.pairs} pairs ({report.held_out} held out for the gate), "
           f"{report.steps} steps in {report.train_seconds:.0f} s, re-embedding {report.reindex_seconds:.0f} s")
@@ -101,11 +104,13 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=300)
     parser.add_argument("--keyword-weights", default="", help="also hybrid at these keyword weights, "
                         "comma-separated (`hybrid@0.5` rows)")
+    parser.add_argument("--epochs", type=float, default=None, help="passes over the pairs (default: the product's rule)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the product's)")
     args = parser.parse_args()
     weights = tuple(float(w) for w in args.keyword_weights.split(",") if w)
     for n, repo in enumerate(args.repo):
         one_repo(repo.resolve(), args.questions.resolve() if args.questions and n == 0 else None, args.targets,
-                 weights)
+                 weights, args.epochs, args.lr)
 
 
 if __name__ == "__main__":
