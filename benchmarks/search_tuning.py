@@ -60,7 +60,7 @@ def shadow_keys(repo: Path, targets: int) -> frozenset:
     from codelearn.project import open_project
 
     chosen = sample_targets(find_targets(load_units(open_project(repo).catalog_path)), targets, seed=0)
-    return frozenset((t.unit.path, t.unit.start_line) for t in chosen)
+    return frozenset(t.unit.key for t in chosen)
 
 
 def cell(row: dict) -> str:

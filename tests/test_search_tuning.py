@@ -67,7 +67,7 @@ def test_the_dequantised_base_embeds_like_the_shipped_model():
 def test_pairs_are_docstring_sentences_against_code_without_them(documented_repo):
     pairs, texts = search_tuning.repo_pairs(documented_repo)
     assert len(pairs) == len(VERBS) * len(NOUNS)
-    pair = next(p for p in pairs if p.key[1:] == ("app/refund.py", 1))
+    pair = next(p for p in pairs if p.key == "repo:app/refund.py:1")
     assert pair.query == "Parse every refund row of the batch before it is stored."
     assert "stored" not in pair.text and "refund" in pair.text  # the answer is not in the code's text
     assert len(texts) >= len(pairs)
@@ -171,7 +171,7 @@ def test_held_out_scores_rank_each_sentence_against_the_pool():
         def embed_query(self, text):
             return self.embed_documents([text])[0]
 
-    held = [search_tuning.Pair("apple", "avocado", ("", "a", 1)), search_tuning.Pair("berry", "cherry", ("", "b", 1))]
+    held = [search_tuning.Pair("apple", "avocado", "repo:a:1"), search_tuning.Pair("berry", "cherry", "repo:b:1")]
     got = search_tuning.held_out_scores(Letters(), held, ["zebra"] * 3)
     assert got["recall@1"] == 0.5  # apple finds avocado first; berry's answer is not above the rest
 

@@ -420,8 +420,8 @@ def retrieval_section(project: Project, *, limit: int = 200, seed: int = 0, ques
     found = find_targets(load_units(project.catalog_path))
     tuned = search_model.active(project.state)
     if tuned is not None:  # it learned the other docstrings: only its held-out ones are fair queries
-        held = {tuple(key) for key in tuned.held_out}
-        found = [t for t in found if (t.unit.source, t.unit.path, t.unit.start_line) in held]
+        held = set(tuned.held_out)
+        found = [t for t in found if t.unit.key in held]
     targets = sample_targets(found, limit, seed)
     modes, mode_notes = _modes(project)
     if tuned is not None:

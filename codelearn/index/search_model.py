@@ -38,7 +38,7 @@ class SearchModel:
     promoted: float  # unix time
     pairs: int = 0  # training pairs it was tuned on
     scores: dict = field(default_factory=dict)  # held-out scores that earned the promotion
-    held_out: list = field(default_factory=list)  # [source, path, start_line] of definitions it never saw
+    held_out: list = field(default_factory=list)  # `Unit.key`s of the definitions it never saw
 
     @property
     def tag(self) -> str:
@@ -79,7 +79,7 @@ def active(state: Path) -> SearchModel | None:
     if not entry:
         return None
     model = SearchModel(**entry)
-    if not (folder(state) / model.file).is_file():
+    if not model_path(state, model).is_file():
         log.warning("search model %s is missing; searching with the shipped model", model.file)
         return None
     return model

@@ -52,7 +52,7 @@ class SearchTuneOptions:
     lr: float = 3e-5
     epochs: float | None = None  # passes over the pairs; None: 1 for big repos, up to 3 for small ones
     seed: int = 0
-    exclude: frozenset = frozenset()  # (path, start_line) of definitions never to train or gate on
+    exclude: frozenset = frozenset()  # `Unit.key`s of definitions never to train or gate on
     min_gain: float = PROMOTE_MARGIN  # held-out MRR to gain for promotion (benchmarks set it below 0)
     reindex: bool = True  # re-embed the index with the promoted model
 
@@ -85,7 +85,7 @@ class SearchTuneReport:
 class Pair:
     query: str  # docstring's first sentence
     text: str  # embedding text of the definition without its docstring
-    key: tuple[str, str, int]  # (source, path, start_line)
+    key: str  # the definition's `Unit.key`
 
 
 def _noop(stage: str, done: int, total: int | None, detail: str = "") -> None:
@@ -95,21 +95,17 @@ def _noop(stage: str, done: int, total: int | None, detail: str = "") -> None:
 # -- data -------------------------------------------------------------------------------
 
 
-def repo_pairs(project: Project) -> tuple[list[Pair], list[tuple[tuple[str, str, int], str]]]:
+def repo_pairs(project: Project) -> tuple[list[Pair], list[tuple[str, str]]]:
     """Training pairs from the index, and every embedded chunk's (key, embedding text)."""
     from codelearn.corpus.units import load_units
     from codelearn.evaluate.retrieval import find_targets, stripped_chunk
     from codelearn.index.indexer import embed_text
 
     units = load_units(project.catalog_path)
-    pairs = [Pair(t.sentence, embed_text(stripped_chunk(t)), _key(t.unit))
+    pairs = [Pair(t.sentence, embed_text(stripped_chunk(t)), t.unit.key)
              for t in find_targets(units) if t.unit.vec_key]
-    texts = [(_key(u), embed_text(u.as_chunk())) for u in units if u.vec_key]
+    texts = [(u.key, embed_text(u.as_chunk())) for u in units if u.vec_key]
     return pairs, texts
-
-
-def _key(unit) -> tuple[str, str, int]:
-    return (unit.source, unit.path, unit.start_line)
 
 
 def split(pairs: list[Pair], seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -372,7 +368,7 @@ def tune_and_gate(project: Project, options: SearchTuneOptions, progress: Progre
     if not project.catalog_path.exists():
         raise CodelearnError("This repo has no index yet.", "Run `codelearn index` first.")
     pairs, texts = repo_pairs(project)
-    pairs = [p for p in pairs if p.key[1:] not in options.exclude]
+    pairs = [p for p in pairs if p.key not in options.exclude]
     report.pairs = len(pairs)
     if len(pairs) < MIN_PAIRS:
         report.reason = (f"only {len(pairs)} documented functions/classes to learn from "
@@ -408,7 +404,7 @@ def tune_and_gate(project: Project, options: SearchTuneOptions, progress: Progre
             return report
         promoted = search_model.promote(project.state, candidate, sha, pairs=len(train),
                                         scores={"before": report.before, "after": report.after},
-                                        held_out=[list(p.key) for p in held])
+                                        held_out=[p.key for p in held])
         report.promoted = True
         report.reason = f"held-out MRR {report.before['mrr']:.3f} -> {report.after['mrr']:.3f}"
         report.model = tuned.name
@@ -421,7 +417,7 @@ def tune_and_gate(project: Project, options: SearchTuneOptions, progress: Progre
     return report
 
 
-def _pool(texts: list[tuple[tuple[str, str, int], str]], held_keys: set, options: SearchTuneOptions) -> list[str]:
+def _pool(texts: list[tuple[str, str]], held_keys: set[str], options: SearchTuneOptions) -> list[str]:
     """Other code to rank held-out answers against (never a held-out definition's own chunk,
     whose docstring would give the answer away)."""
     others = [text for key, text in texts if key not in held_keys]
