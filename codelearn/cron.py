@@ -19,12 +19,12 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 from codelearn.errors import CodelearnError
+from codelearn.paths import write_atomic
 from codelearn.project import Project
 
 log = logging.getLogger(__name__)
@@ -115,17 +115,8 @@ class FileCrontab:
             return ""
 
     def write(self, text: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(text.encode("utf-8", "surrogateescape"))
-            os.chmod(tmp, mode)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, text, mode)
 
 
 def crontab_backend() -> CrontabBackend:

@@ -64,3 +64,31 @@ def new_run_dir(parent: Path) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free run folder under {parent}")
+
+
+def write_atomic(path: Path, text: str | bytes, mode: int | None = None) -> None:
+    """Replace `path` with `text` all at once: readers see the old file or the new one, never
+    a part, and a crash (even of the machine) leaves one of the two. `mode`: its permissions."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data, indent: int = 1, **dumps) -> None:
+    """`data` as JSON in `path`, written atomically (see write_atomic)."""
+    import json
+
+    write_atomic(path, json.dumps(data, indent=indent, **dumps))

@@ -179,3 +179,25 @@ def test_unreachable_chroma_server_fails_fast_with_a_fix(tmp_path, monkeypatch):
     assert proc.returncode == 1
     assert "chroma_url" in err and "Traceback" not in err
     git(repo, "status")  # the repo is untouched
+
+
+def test_state_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Every state file (registry, reports, active search model, crontab) goes through write_atomic:
+    a write that dies before its rename leaves the old file as it was and no stray temp file."""
+    from codelearn import paths
+
+    target = tmp_path / "state" / "active.json"
+    paths.write_json(target, {"active": "one"})
+    os.chmod(target, 0o600)
+    paths.write_atomic(target, json.dumps({"active": "two"}), mode=0o600)
+    assert json.loads(target.read_text()) == {"active": "two"}
+    assert target.stat().st_mode & 0o777 == 0o600
+
+    def dies(*_args):
+        raise KeyboardInterrupt  # a Ctrl-C between writing and renaming
+
+    monkeypatch.setattr(paths.os, "replace", dies)
+    with pytest.raises(KeyboardInterrupt):
+        paths.write_json(target, {"active": "three"})
+    assert json.loads(target.read_text()) == {"active": "two"}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["active.json"]

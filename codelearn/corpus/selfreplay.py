@@ -8,12 +8,11 @@ model, which raw-code loss cannot show.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
 from codelearn.corpus.general import PROMPTS
-from codelearn.paths import user_cache_dir
+from codelearn.paths import user_cache_dir, write_json
 
 SYSTEM = "You are a helpful coding assistant."
 
@@ -47,10 +46,7 @@ def self_answers(model_path: Path, model_sha: str, *, max_tokens: int = 160, thr
 
 
 def _save(path: Path, answers: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(answers, indent=1))
-    os.replace(tmp, path)
+    write_json(path, answers)
 
 
 def chat_messages(prompt: str) -> list[dict[str, str]]:

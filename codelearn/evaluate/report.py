@@ -6,9 +6,9 @@ matplotlib (the `eval` extra) is imported only here, with its file-only backend.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from codelearn.paths import write_json
 from codelearn.project import Project
 
 
@@ -26,9 +26,7 @@ def save_report(project: Project, report: dict) -> dict:
         report["files"]["plot"] = str(plot_report(report, folder / "eval.png"))
     except ImportError:
         report.setdefault("notes", []).append("no plot: matplotlib is missing (pip install 'codelearn[eval]')")
-    tmp = folder / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, folder / "report.json")
+    write_json(folder / "report.json", report)
     return report
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from codelearn.errors import CodelearnError
+from codelearn.paths import write_json
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,7 @@ def _read(state: Path) -> dict:
 
 
 def _write(state: Path, data: dict) -> None:
-    path = folder(state) / ACTIVE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_json(folder(state) / ACTIVE, data)
 
 
 def active(state: Path) -> SearchModel | None:

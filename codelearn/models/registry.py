@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from codelearn.errors import CodelearnError
 from codelearn.models import catalog
 from codelearn.models.catalog import HubFile, ModelSpec, PyPIParts, find_spec, get_spec
-from codelearn.paths import user_data_dir
+from codelearn.paths import user_data_dir, write_json
 
 REGISTRY_VERSION = 1
 CHUNK = 1 << 20
@@ -88,10 +88,7 @@ class Registry:
         return data
 
     def save(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
-        os.replace(tmp, self.file)
+        write_json(self.file, self.data, indent=2, sort_keys=True)
 
     # -- entries ---------------------------------------------------------
     def entries(self) -> Iterator[ModelEntry]:

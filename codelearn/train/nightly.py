@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from codelearn.errors import CodelearnError
+from codelearn.paths import write_json
 from codelearn.project import Project
 
 log = logging.getLogger(__name__)
@@ -161,11 +161,8 @@ class _Run:
             return None
 
     def _remember(self, inputs: str) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"inputs": inputs, "run_id": self.report.run_id,
-                                   "status": self.report.status}))
-        os.replace(tmp, self.state_file)
+        write_json(self.state_file, {"inputs": inputs, "run_id": self.report.run_id,
+                                     "status": self.report.status}, indent=None)
 
     def _open_run_dir(self) -> None:
         from codelearn.paths import new_run_dir
@@ -185,9 +182,7 @@ class _Run:
     def _write_report(self) -> None:
         if self.report.status == "running":
             self.report.status, self.report.message = "failed", "The run stopped with an error (see the log)."
-        tmp = self.run_dir / "report.json.tmp"
-        tmp.write_text(json.dumps(self.report.as_json(), indent=1, default=str))
-        os.replace(tmp, self.run_dir / "report.json")
+        write_json(self.run_dir / "report.json", self.report.as_json(), default=str)
         logging.getLogger("codelearn").removeHandler(self._handler)
         self._handler.close()
 
