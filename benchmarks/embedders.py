@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codelearn.index.embedder import descriptor, get_embedder  # noqa: E402
+from codelearn.index.embedder import descriptor  # noqa: E402
 
 CACHE = Path("/tmp/codelearn-bench")
 TEST_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}

@@ -112,7 +112,7 @@ def main() -> None:
     scored = timed("score", score_models, models, probes, vocab, cache=ScoreCache(work / "scores.jsonl"),
                    progress=lambda stage, d, t: print(f"  {stage} {d}/{t}", flush=True) if d % 20 == 0 else None)
     table = {}
-    print(f"\n| served model | repo loss | +retrieval | +random | next-line EM | general code | chat replay |")
+    print("\n| served model | repo loss | +retrieval | +random | next-line EM | general code | chat replay |")
     print("|---|---|---|---|---|---|---|")
     for model in scored.by_model:
         row = {c: scored.loss(model, "repo", c) for c in ("none", "relevant", "random")}

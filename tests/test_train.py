@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from codelearn.cli import app
 from codelearn.index.indexer import run_index
-from codelearn.models.registry import Registry, resolve_model, use_model
+from codelearn.models.registry import Registry, resolve_model
 from codelearn.project import open_project
 from codelearn.train.lock import TrainLock
 from codelearn.train.nightly import EXIT_BUSY, EXIT_REJECTED, RunOptions, run_training

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_WORD = re.compile(r"[A-Za-z0-9_]+")
+WORD = re.compile(r"[A-Za-z0-9_]+")  # a word of code: letters, digits and underscores
 
 # Question words that carry no meaning for a code search.
 STOPWORDS = frozenset(
@@ -49,7 +49,7 @@ def expand_identifiers(text: str) -> str:
 
 def path_words(path: str) -> str:
     """Words of a path: `json/decoder.py` -> `json decoder py`."""
-    return " ".join(split_identifier(" ".join(_WORD.findall(path))) or _WORD.findall(path))
+    return " ".join(split_identifier(" ".join(WORD.findall(path))) or WORD.findall(path))
 
 
 def query_terms(query: str) -> list[str]:
@@ -67,7 +67,7 @@ def fts_query(query: str) -> str:
     """An FTS5 MATCH expression: OR of quoted terms (identifiers as phrases)."""
     parts: list[str] = []
     for term in query_terms(query):
-        words = _WORD.findall(term.replace(".", " ").replace("::", " "))
+        words = WORD.findall(term.replace(".", " ").replace("::", " "))
         if not words:
             continue
         phrase = " ".join(words)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from codelearn.index.catalog import StoredChunk
-from codelearn.index.keywords import query_terms, split_identifier
+from codelearn.index.keywords import WORD, query_terms, split_identifier
 
 SYMBOL_BONUS = 0.1
 DEFINES_BONUS = 0.5  # top-level code defining a named identifier: constants R@1 0.47 -> 0.89
@@ -48,7 +48,6 @@ _DEFINES = (r"(?m)^[ \t]*(?:(?:#[ \t]*define[ \t]+{name}\b)"
 _QUOTED = re.compile(r"\"([^\"]{6,})\"|(?<!\w)'([^']{6,})'(?!\w)|`([^`]{6,})`")
 # A pasted traceback line: `ValueError: message`, `json.decoder.JSONDecodeError: message`.
 _RAISED = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning)\b:[ \t]*([^\n]{6,})")
-_TOKEN = re.compile(r"[A-Za-z0-9_]+")
 _IDENTIFIER = re.compile(r"_|[a-z][A-Z]|[A-Z]{2}|\.|::")
 _SUFFIX = re.compile(r"(ations?|izers?|isers?|izing|ising|ized|ised|izes|ises|ize|ise|ing|ers?|ed|es|s)$")
 
@@ -79,7 +78,7 @@ class Query:
 
 def words_of(text: str) -> str:
     """Lower-case words and numbers joined by single spaces, padded: phrases compare as substrings."""
-    return " " + " ".join(_TOKEN.findall(text.lower())) + " "
+    return " " + " ".join(WORD.findall(text.lower())) + " "
 
 
 def quote_match(quoted: tuple[str, ...], words: str) -> float:

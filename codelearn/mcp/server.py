@@ -179,9 +179,9 @@ def build_server(project: Project) -> tuple[MCPServer, Endpoints]:
         instructions=(f"Code search, definitions, file reading and answers for the repository at "
                       f"{project.root}, from codelearn's index. Start with search_code or find_symbol, "
                       "then read_code; ask runs a local model and is slow."))
-    for name, annotations in ANNOTATIONS.items():
+    for name, hints in ANNOTATIONS.items():
         fn = getattr(endpoints, name)
-        server.add_tool(fn, description=" ".join(fn.__doc__.split()), annotations=annotations,
+        server.add_tool(fn, description=" ".join(fn.__doc__.split()), annotations=hints,
                         structured_output=False)
     return server, endpoints
 
