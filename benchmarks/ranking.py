@@ -27,9 +27,9 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 LEVERS = {
-    "DEFINES_BONUS": (0.0, 0.3, 0.5, 0.7),
-    "HEADER_FACTOR": (1.0, 0.8, 0.6, 0.4),
-    "QUOTE_BONUS": (0.0, 0.1, 0.3),
+    "DEFINES_BONUS": (0.0, 0.5, 0.6, 0.7),
+    "HEADER_FACTOR": (1.0, 0.6),
+    "QUOTE_BONUS": (0.0, 0.3, 0.5, 0.7),
     "PARTIAL_QUOTE": (0.0, 0.5, 1.0),
     "TEST_FACTOR": (0.8, 0.5, 0.3),
     "AUX_FACTOR": (1.0, 0.7, 0.5),
