@@ -68,7 +68,7 @@ def cell(row: dict) -> str:
 
 
 def one_repo(source: Path, questions: Path | None, targets: int, weights: tuple[float, ...],
-             epochs: float | None = None, lr: float | None = None) -> None:
+             epochs: float | None = None, lr: float | None = None, no_hard: bool = False) -> None:
     from codelearn.project import open_project
     from codelearn.train.search_tuning import SearchTuneOptions, run_search_tuning
 
@@ -85,6 +85,7 @@ def one_repo(source: Path, questions: Path | None, targets: int, weights: tuple[
         options = SearchTuneOptions(exclude=shadow_keys(repo, targets), min_gain=-1.0, epochs=epochs)
         if lr is not None:
             options.lr = lr
+        options.hard_negatives = not no_hard
         report = run_search_tuning(open_project(repo), options, progress)
         after = measure(repo, questions, targets, weights)
     print(f"\n{source.name}: {report.pairs} pairs ({report.held_out} held out for the gate), "
@@ -105,12 +106,15 @@ def main() -> None:
     parser.add_argument("--keyword-weights", default="", help="also hybrid at these keyword weights, "
                         "comma-separated (`hybrid@0.5` rows)")
     parser.add_argument("--epochs", type=float, default=None, help="passes over the pairs (default: the product's rule)")
+    parser.add_argument("--no-hard-negatives", action="store_true",
+                        help="in-batch negatives only (the product also trains each sentence against "
+                             "another definition of its file)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the product's)")
     args = parser.parse_args()
     weights = tuple(float(w) for w in args.keyword_weights.split(",") if w)
     for n, repo in enumerate(args.repo):
         one_repo(repo.resolve(), args.questions.resolve() if args.questions and n == 0 else None, args.targets,
-                 weights, args.epochs, args.lr)
+                 weights, args.epochs, args.lr, args.no_hard_negatives)
 
 
 if __name__ == "__main__":

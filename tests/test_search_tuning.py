@@ -200,3 +200,14 @@ def test_what_training_changed_survives_the_int8_build(documented_repo, tmp_path
         assert kept > 0.98 and moved > 0.01
     else:  # documents the failure the dither prevents
         assert kept < 0.98 and moved < 0.01
+
+
+def test_hard_negatives_are_the_other_definitions_of_the_same_file(documented_repo):
+    pairs, texts = search_tuning.repo_pairs(documented_repo)
+    negatives = search_tuning.file_negatives(pairs, texts)
+    pair = next(p for p in pairs if p.key == "repo:app/refund.py:1")
+    assert pair.text not in negatives[pair.key]
+    assert len(negatives[pair.key]) >= len(VERBS) - 1
+    assert all("refund" in text and "coupon" not in text for text in negatives[pair.key])
+    report = search_tuning.run_search_tuning(documented_repo, quick(min_gain=-1.0, hard_negatives=True))
+    assert report.promoted and report.steps == 2
