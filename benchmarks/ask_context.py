@@ -41,6 +41,9 @@ def main() -> None:
 
     project = open_project(args.repo, {"model": args.model or None})
     model, choice = open_model(project)
+    from retrieval import refuse_indexed_questions
+
+    refuse_indexed_questions(args.repo, args.questions)
     questions = [json.loads(line) for line in args.questions.read_text().splitlines() if line]
     print(f"model {choice.name}, {len(questions)} questions")
     print("| multi-query | max_context | target file shown | target definition shown | excerpts (mean) "

@@ -175,7 +175,25 @@ def docstring_set(repo: Path, n: int, seed: int) -> list[Query]:
     return rng.sample(pool, min(n, len(pool)))
 
 
+def refuse_indexed_questions(repo: Path, questions: Path) -> None:
+    """Stop when the question file is itself tracked in the searched repo.
+
+    A clone of this project holds `benchmarks/questions_codelearn.jsonl`: indexed,
+    every question finds its own line first (this repo's hybrid recall@1 read
+    0.200 instead of 0.267), so the numbers would measure the leak.
+    """
+    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "--", questions.name, f"*/{questions.name}"],
+                            capture_output=True, text=True).stdout.split()
+    if listed:
+        raise SystemExit(
+            f"{repo / listed[0]} is the question file itself, indexed in the repo being searched: each "
+            f"question would find its own line. Remove it from that copy and re-index, then run again:\n"
+            f"  git -C {repo} rm -q {' '.join(listed)} && git -C {repo} commit -qm 'no question files' "
+            f"&& (cd {repo} && python -m codelearn index)")
+
+
 def question_set(repo: Path, path: Path) -> list[Query]:
+    refuse_indexed_questions(repo, path)
     out: list[Query] = []
     cache: dict[str, list] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):

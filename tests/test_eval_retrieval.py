@@ -225,3 +225,19 @@ def test_all_modes_with_real_vectors_and_the_shadow_reembeds(tmp_path):
     for target in targets:
         assert target.unit.vec_key and keys[target.unit.id] != target.unit.vec_key
         assert keys[target.unit.id] in stored
+
+
+def test_a_questions_file_kept_in_the_repo_does_not_find_itself(tmp_path, monkeypatch):
+    # Kept and indexed beside the code, each question's own line is its best keyword match.
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "none")
+    line = {"question": "how is the ledger total of invoices added up?", "path": "billing.py",
+            "symbol": "tally_invoices"}
+    project = _indexed(tmp_path / "repo", {"billing.py": BILLING,
+                                           "eval/questions.jsonl": json.dumps(line) + "\n"})
+    searcher = Searcher(project)
+    try:
+        assert searcher.search(line["question"], k=1)[0].path == "eval/questions.jsonl"
+    finally:
+        searcher.close()
+    result = retrieval_section(project, questions=project.root / "eval" / "questions.jsonl")
+    assert result["sets"]["questions"]["modes"]["keyword"]["recall@1"] == 1.0

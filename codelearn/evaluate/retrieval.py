@@ -389,13 +389,31 @@ def _shadow_sets(run: _Run, budget: int, vocab: Vocab | None) -> tuple[dict, dic
     return sets, prompt
 
 
-def _question_set(run: _Run) -> dict:
+def _question_set(run: _Run, questions: Path) -> dict:
+    """The user's questions on the real index, the questions file's own lines left out.
+
+    A questions file kept in the repo is indexed like any file, and each
+    question's best match is then its own line: it would push the answer down.
+    """
+    own = _repo_path(run.project, questions)
     searcher = Searcher(run.project)
     try:
-        results = _search_all(searcher, [q.question for q in run.questions], run.modes, K, run.tick)
+        results = _search_all(searcher, [q.question for q in run.questions], run.modes,
+                              K + (own is not None), run.tick)
     finally:
         searcher.close()
+    if own is not None:
+        results = [{mode: [h for h in hits if (h.source, h.path) != ("repo", own)][:K]
+                    for mode, hits in r.items()} for r in results]
     return _set_json(results, [q.found_by for q in run.questions], run.modes)
+
+
+def _repo_path(project: Project, path: Path) -> str | None:
+    """`path` relative to the project's root, or None when it lies outside."""
+    try:
+        return Path(path).resolve().relative_to(project.root.resolve()).as_posix()
+    except ValueError:
+        return None
 
 
 def _notes(run: _Run, found: int, seed: int, questions: Path | None) -> list[str]:
@@ -437,7 +455,7 @@ def retrieval_section(project: Project, *, limit: int = 200, seed: int = 0, ques
     elif vocab is not None:
         prompt = prompt_share([], [], run.ask_mode, project.settings.ask_k, budget, vocab)
     if asked:
-        sets["questions"] = _question_set(run)
+        sets["questions"] = _question_set(run, questions)
     notes = _notes(run, len(found), seed, questions) + mode_notes
     if prompt is not None:
         notes.append(f"prompt: ask's own merge and packing of the top {project.settings.ask_k} "
