@@ -82,10 +82,10 @@ def one_repo(source: Path, questions: Path | None, targets: int, weights: tuple[
             if stage == "tune" and (done == 1 or done % 10 == 0 or done == total):
                 print(f"  tune {done}/{total} {detail} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
 
-        options = SearchTuneOptions(exclude=shadow_keys(repo, targets), min_gain=-1.0, epochs=epochs)
+        options = SearchTuneOptions(exclude=shadow_keys(repo, targets), min_gain=-1.0, epochs=epochs,
+                                    hard_negatives=not no_hard)
         if lr is not None:
             options.lr = lr
-        options.hard_negatives = not no_hard
         report = run_search_tuning(open_project(repo), options, progress)
         after = measure(repo, questions, targets, weights)
     print(f"\n{source.name}: {report.pairs} pairs ({report.held_out} held out for the gate), "

@@ -211,3 +211,14 @@ def test_hard_negatives_are_the_other_definitions_of_the_same_file(documented_re
     assert all("refund" in text and "coupon" not in text for text in negatives[pair.key])
     report = search_tuning.run_search_tuning(documented_repo, quick(min_gain=-1.0, hard_negatives=True))
     assert report.promoted and report.steps == 2
+
+
+def test_a_definition_alone_in_its_file_gets_another_files_code_never_its_own():
+    import random
+
+    pairs = [search_tuning.Pair(f"query {i}", f"code {i}", f"repo:f{i}.py:1") for i in range(3)]
+    alone = {p.key: [] for p in pairs}
+    rng = random.Random(0)
+    for pair in pairs:
+        drawn = {search_tuning._negative(pair, alone, pairs, rng) for _ in range(50)}
+        assert drawn == {p.text for p in pairs} - {pair.text}

@@ -254,12 +254,17 @@ def _check_parity(model) -> None:
         raise _unexpected_graph(f"the dequantised model embeds at cosine {worst:.3f} of the original")
 
 
+def _file_of(key: str) -> str:
+    """`source:path` of a `Unit.key` (`source:path:start_line`)."""
+    return key.rsplit(":", 1)[0]
+
+
 def file_negatives(pairs: Sequence[Pair], texts: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     """For each pair's key, the embedding texts of the other definitions in its file."""
     by_file: dict[str, list[tuple[str, str]]] = {}
     for key, text in texts:
-        by_file.setdefault(key.rsplit(":", 1)[0], []).append((key, text))
-    return {p.key: [t for k, t in by_file.get(p.key.rsplit(":", 1)[0], ()) if k != p.key] for p in pairs}
+        by_file.setdefault(_file_of(key), []).append((key, text))
+    return {p.key: [t for k, t in by_file.get(_file_of(p.key), ()) if k != p.key] for p in pairs}
 
 
 def tune(model, pairs: Sequence[Pair], options: SearchTuneOptions, progress: Progress = _noop,
@@ -316,8 +321,9 @@ def _negative(pair: Pair, negatives: dict[str, list[str]], pairs: Sequence[Pair]
     same_file = negatives.get(pair.key)
     if same_file:
         return rng.choice(same_file)
-    other = rng.choice(pairs)
-    return other.text if other.key != pair.key else pairs[0].text
+    # Any other pair's code: draw among all but the last, and take the last in place of itself.
+    other = pairs[rng.randrange(len(pairs) - 1)]
+    return (pairs[-1] if other.key == pair.key else other).text
 
 
 def export(model, dest: Path) -> str:
