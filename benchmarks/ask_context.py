@@ -39,11 +39,11 @@ def main() -> None:
     from codelearn.ask.engine import open_model
     from codelearn.project import open_project
 
-    project = open_project(args.repo, {"model": args.model or None})
-    model, choice = open_model(project)
     from retrieval import refuse_indexed_questions
 
-    refuse_indexed_questions(args.repo, args.questions)
+    refuse_indexed_questions(args.repo, args.questions)  # before the model's slow load
+    project = open_project(args.repo, {"model": args.model or None})
+    model, choice = open_model(project)
     questions = [json.loads(line) for line in args.questions.read_text().splitlines() if line]
     print(f"model {choice.name}, {len(questions)} questions")
     print("| multi-query | max_context | target file shown | target definition shown | excerpts (mean) "

@@ -398,11 +398,12 @@ def _question_set(run: _Run, questions: Path) -> dict:
     own = _repo_path(run.project, questions)
     searcher = Searcher(run.project)
     try:
-        results = _search_all(searcher, [q.question for q in run.questions], run.modes,
-                              K + (own is not None), run.tick)
+        # Room for every chunk of the file, so K others remain once they are left out.
+        extra = searcher.catalog.count_chunks("repo", own) if own is not None else 0
+        results = _search_all(searcher, [q.question for q in run.questions], run.modes, K + extra, run.tick)
     finally:
         searcher.close()
-    if own is not None:
+    if extra:
         results = [{mode: [h for h in hits if (h.source, h.path) != ("repo", own)][:K]
                     for mode, hits in r.items()} for r in results]
     return _set_json(results, [q.found_by for q in run.questions], run.modes)

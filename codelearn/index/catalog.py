@@ -215,6 +215,10 @@ class Catalog:
         self.db.execute("DELETE FROM chunks WHERE source=? AND path=?", (source, path))
 
     # -- chunks -------------------------------------------------------------
+    def count_chunks(self, source: str, path: str) -> int:
+        return self.db.execute(
+            "SELECT count(*) FROM chunks WHERE source=? AND path=?", (source, path)).fetchone()[0]
+
     def chunks_by_id(self, ids: Iterable[int]) -> dict[int, StoredChunk]:
         ids = list(ids)
         if not ids:
