@@ -35,6 +35,9 @@ def main() -> None:
     ap.add_argument("--questions", type=Path, default=HERE / "questions.jsonl")
     ap.add_argument("--multi-query", default="off", help="off, on or both (off,on)")
     args = ap.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
 
     from codelearn.ask.engine import open_model
     from codelearn.project import open_project

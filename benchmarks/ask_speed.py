@@ -153,6 +153,9 @@ def main() -> None:
     parser.add_argument("--cli", type=int, default=0, metavar="N",
                         help="instead: N questions as whole processes (codelearn ask vs a raw script)")
     args = parser.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
     if args.cli:
         cli_pairs(args)
         return

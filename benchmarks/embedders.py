@@ -208,6 +208,9 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated candidate names")
     ap.add_argument("--settings", default="A,B")
     args = ap.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
 
     root = Path(sysconfig.get_paths()["stdlib"])
     t0 = time.perf_counter()

@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--unsloth-only", action="store_true", help="(internal) the unsloth subprocess")
     args = parser.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
     import torch
 
     from codelearn.train.hf import prepare_base
@@ -86,7 +89,7 @@ def main() -> None:
                                         args.out / "unsloth-adapter")
         print(json.dumps({"unsloth": {k: v for k, v in result.as_json().items() if k != "losses"}}))
         return
-    out: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    out: dict = {"machine": this_machine().as_json(), "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                  "train_samples": len(train), "train_tokens": sum(len(e.ids) for e in train)}
     started = time.perf_counter()
     from codelearn.train.trainers.peft import PeftTrainer

@@ -123,6 +123,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="with --keep: reuse the indexed corpus there, skip the cold run")
     args = parser.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
     base = args.keep or Path(tempfile.mkdtemp(prefix="codelearn-bench-")) / "Lib"
     if args.reuse and (base / ".codelearn").exists():
         repo = base

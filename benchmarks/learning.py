@@ -37,9 +37,14 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=24)
     parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--dtype", default="auto", help="training precision (train_dtype): auto, fp32, "
+                        "bf16-autocast or bf16")
     parser.add_argument("--exports", default="Q4_K_M,Q8_0,adapter",
                         help="which exports to make and score (comma-separated)")
     args = parser.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
 
     from codelearn.corpus.selfreplay import self_answers
     from codelearn.evaluate.learning import learning_json, score_models
@@ -82,12 +87,16 @@ def main() -> None:
     print({k: (v["samples"], v["tokens"]) for k, v in stats["kinds"].items()}, "total", stats["tokens"])
 
     hf_dir = timed("dequantise base (cached after the first run)", prepare_base, base.weights, base.sha256)
-    config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0)
+    config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0, dtype=args.dtype)
     trainer = choose_trainer("auto")
 
-    def step(done, total, loss, rate, seconds):
-        if done % 10 == 0 or done == 1:
-            print(f"  step {done}/{total} loss {loss:.3f} {rate:.0f} tok/s {seconds / 60:.1f} min", flush=True)
+    shown = set()
+
+    def step(state):
+        if state.step not in shown and (state.step % 10 == 0 or state.step == 1):
+            shown.add(state.step)
+            print(f"  step {state.step}/{state.steps} loss {state.loss:.3f} {state.tokens_per_s:.0f} tok/s "
+                  f"{state.seconds / 60:.1f} min", flush=True)
 
     result = timed("train", trainer.train, hf_dir, dataset.encoded, config, work / "adapter", step)
     print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
@@ -130,7 +139,7 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory {peak:.0f} MB; timings {json.dumps(clock)}")
     if args.json:
-        args.json.write_text(json.dumps({"stats": stats, "training": result.as_json(), "clock": clock,
+        args.json.write_text(json.dumps({"machine": this_machine().as_json(), "stats": stats, "training": result.as_json(), "clock": clock,
                                          "exports": {n: e.as_json() for n, e in exports.items()},
                                          "table": table, "peak_mb": peak,
                                          "learning": learning_json(scored)}, indent=1, default=str))

@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--mode", default="hybrid", choices=("hybrid", "keyword", "vector"))
     ap.add_argument("--queries", type=Path, help="one query per line (default: a mixed built-in set)")
     args = ap.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
     queries = args.queries.read_text().split("\n") if args.queries else QUERIES
     queries = [q for q in queries if q.strip()]
     times = anyio.run(measure, args.repo.resolve(), queries, args.n, args.warmup, args.k, args.mode)

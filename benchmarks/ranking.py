@@ -164,6 +164,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=300)
     parser.add_argument("--lever", action="append", help="only these levers")
     args = parser.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
     from codelearn.index import ranking
 
     with contextlib.ExitStack() as stack:

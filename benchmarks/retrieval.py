@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worst", type=int, default=10, help="worst hybrid questions to list")
     ap.add_argument("--json", type=Path, help="also write per-query results here")
     args = ap.parse_args(argv)
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
 
     from codelearn.index.indexer import run_index
     from codelearn.index.search import Searcher

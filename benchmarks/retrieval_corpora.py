@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="build the corpora under this folder and keep them")
     args = parser.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
     from codelearn.evaluate.retrieval import retrieval_section
     from codelearn.index.status import index_status
     from codelearn.project import open_project

@@ -111,6 +111,9 @@ def main() -> None:
                              "another definition of its file)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the product's)")
     args = parser.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
     weights = tuple(float(w) for w in args.keyword_weights.split(",") if w)
     for n, repo in enumerate(args.repo):
         one_repo(repo.resolve(), args.questions.resolve() if args.questions and n == 0 else None, args.targets,

@@ -42,6 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
+    from codelearn.machine import this_machine
+
+    print(f"machine: {this_machine().summary()}", flush=True)
     from tinyhf import build_tiny_hf_llama
 
     from codelearn.models.registry import Registry, use_model

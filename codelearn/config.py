@@ -101,7 +101,9 @@ class Settings:
     train_grad_accum: int = _setting(4, "Sequences per optimiser step.")
     train_kl_weight: float = _setting(
         0.0, "Weight of a KL penalty toward the base model's predictions (costs a second forward pass).")
-    train_dtype: str = _setting("auto", "Training precision: auto (bf16 for models over 50M parameters), bf16 or fp32.")
+    train_dtype: str = _setting(
+        "auto", "Training precision: auto (the fastest on this machine, measured once: bf16 only where the "
+        "CPU runs it natively), fp32, bf16-autocast (fp32 weights) or bf16 (bf16 weights).")
     train_seed: int = _setting(0, "Seed for the hold-out slice, sample draws and training order.")
     replay_share: float = _setting(
         0.05, "Share of training tokens that are general code (the running Python's stdlib), "
@@ -125,6 +127,11 @@ class Settings:
     forget_tolerance: float = _setting(
         0.02, "The gate refuses a candidate whose loss on general code or chat rises more than this (relative).")
     gate_targets: int = _setting(24, "Held-out chunks the gate scores both models on.")
+    gate_min_gain: float = _setting(
+        0.01, "The gate promotes only when held-out repo loss falls by at least this (relative), with and "
+        "without retrieved code.")
+    gate_confidence: float = _setting(
+        0.95, "...and when a paired bootstrap over the probed targets puts this share of the interval below 0.")
     keep_candidates: int = _setting(3, "Trained models kept per repo besides the serving one; older ones are deleted.")
 
     def as_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+PLAIN_INTERVAL_S = 60.0
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -34,9 +35,19 @@ def print_json(data: object) -> None:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator:
-    """A `progress(stage, done, total, detail="")` callback that drives rich bars on stderr."""
-    if not enabled or not err.is_terminal:
+    """A `progress(stage, done, total, detail="")` callback: rich bars on a terminal; when stderr
+    is not one (cron, CI, a pipe), a plain line per stage and then one a minute."""
+    if not enabled:
         yield lambda stage, done, total, detail="": None
+        return
+    if not err.is_terminal:
+        from codelearn.progress import ProgressLog
+
+        import time
+
+        with ProgressLog(lambda line: info(f"{time.strftime('%H:%M:%S')} {line}"),
+                         interval=PLAIN_INTERVAL_S) as lines:
+            yield lines
         return
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"))

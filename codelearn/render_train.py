@@ -45,12 +45,14 @@ def render_train(report, quiet: bool = False) -> None:
         out.print(_split_line(report.dataset))
         for note in report.dataset.get("notes", []):
             out.print(f"note: {note}")
+    if not quiet and report.precision:
+        out.print(f"precision: {report.precision['precision']} ({report.precision['reason']})")
     training = report.training
     if not quiet and training:
         out.print(f"trained {training['steps']} steps ({training['backend']}, {training['device']}, "
                   f"{training['dtype']}): {training['tokens']:,} tokens at {training['tokens_per_s']:.0f} tok/s "
                   f"in {training['seconds']:.0f}s; loss {training['first_loss']:.3f} → {training['last_loss']:.3f} "
-                  f"(stopped: {training['stopped']}); peak memory {training['peak_rss_mb']:.0f} MB")
+                  f"(stopped: {_stopped(training)}); peak memory {training['peak_rss_mb']:.0f} MB")
     if not quiet and report.export:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in report.export["seconds"].items())
         out.print(f"exported {report.export['kind']} ({report.export['quant']}, "
@@ -60,6 +62,13 @@ def render_train(report, quiet: bool = False) -> None:
     if not quiet and report.gate:
         out.print(_gate_table(report.gate))
     info(report.message + (f" Log: {report.log}" if report.log else ""))
+
+
+def _stopped(training: dict) -> str:
+    if training.get("partial_step"):
+        return (f"{training['stopped']}, inside the last step: its {training['partial_step']} "
+                "sequences applied as a smaller step")
+    return training["stopped"]
 
 
 def _search_line(search: dict) -> str:

@@ -133,7 +133,8 @@ def test_a_run_killed_mid_training_changes_nothing_and_the_next_run_cleans_up(re
     deadline = time.time() + 120
     while time.time() < deadline:
         logs = list(runs.glob("*/train.log"))
-        if logs and "step 5/" in logs[0].read_text():
+        if logs and "training: " in logs[0].read_text():  # the first sequence is done
+            time.sleep(1.0)  # some steps more, then the kill lands mid-training
             break
         time.sleep(0.2)
     else:

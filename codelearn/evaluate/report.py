@@ -20,7 +20,10 @@ def save_report(project: Project, report: dict) -> dict:
     """Write report.json and the plot into a new run folder; returns the report with their paths."""
     from codelearn.paths import new_run_dir
 
+    from codelearn.machine import this_machine
+
     folder = new_run_dir(runs_dir(project))
+    report.setdefault("machine", this_machine().as_json())
     report["files"] = {"report": str(folder / "report.json"), "plot": None}
     try:
         report["files"]["plot"] = str(plot_report(report, folder / "eval.png"))

@@ -18,7 +18,7 @@ import logging
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,9 @@ from codelearn.project import Project
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_BUSY = 0, 1, 3, 75
+PROGRESS_INTERVAL_S = 60.0  # a plain progress line in train.log at least this often
+SLOW_START_S = 60.0  # a first step still unfinished after this long is reported, with the fix
+progress_log = logging.getLogger("codelearn.train.progress")
 Progress = Callable[..., None]  # progress(stage, done, total, detail="")
 
 
@@ -60,6 +63,9 @@ class TrainReport:
     export: dict = field(default_factory=dict)
     gate: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)  # the search model's own tuning (`train_search`)
+    precision: dict = field(default_factory=dict)  # what training computes in, and why
+    machine: dict = field(default_factory=dict)  # the CPU and builds the numbers came from
+    warnings: list = field(default_factory=list)
     scores: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     log: str = ""
@@ -117,11 +123,33 @@ class _Run:
         self.settings = project.settings
         self.report = TrainReport("running", "")
         self.state_file = train_dir(project) / "state.json"
+        self.loop_state = None  # the training loop's latest LoopState
+        self.loop_started: float | None = None
 
     def go(self) -> TrainReport:
         inputs = input_fingerprint(self.project)
         if self.options.nightly and not self.options.force and self._last_inputs() == inputs:
             return TrainReport("up_to_date", "Nothing changed since the last finished run.")
+        from codelearn.machine import this_machine
+        from codelearn.progress import ProgressLog
+
+        self.report.machine = this_machine().as_json()
+        with ProgressLog(progress_log.info, PROGRESS_INTERVAL_S, warn=log.warning) as lines:
+            self.lines = lines
+            lines.watch(self._slow_start)
+            shown = self.progress
+
+            def both(stage: str, done: int, total: int | None, detail: str = "") -> None:
+                shown(stage, done, total, detail)
+                lines(stage, done, total, detail)
+
+            self.progress = both
+            try:
+                return self._stages(inputs)
+            finally:
+                self.report.warnings = list(lines.warnings)
+
+    def _stages(self, inputs: str) -> TrainReport:
         self._stage("index", self._refresh_index)
         from codelearn.models.registry import Registry
         from codelearn.train.bases import serving_model, training_base
@@ -135,6 +163,10 @@ class _Run:
             if self.settings.train_search and self.settings.embedder == "default":
                 self._stage("search", self._tune_search)
         self._stage("data", self._build_data)
+        from codelearn.train.precision import decide
+
+        self.precision = decide(self.settings.train_dtype, self.base.weights)
+        self.report.precision = self.precision.as_json()
         if self.options.dry_run:
             self.report.status, self.report.message = "dry_run", "Dry run: nothing was trained."
             return self.report
@@ -151,6 +183,7 @@ class _Run:
     def _stage(self, name: str, action: Callable[[], None]) -> None:
         started = time.perf_counter()
         log.info("stage %s", name)
+        self.lines(f"stage {name}", 0, None)
         action()
         self.report.seconds[name] = round(time.perf_counter() - started, 2)
 
@@ -178,6 +211,29 @@ class _Run:
         root.addHandler(handler)
         root.setLevel(min(root.level or logging.WARNING, logging.INFO))
         self._handler = handler
+
+    def _slow_start(self) -> str | None:
+        """After a minute without a finished first step: say so, how slow, and what to change."""
+        state, started = self.loop_state, self.loop_started
+        if started is None or (state is not None and state.step > 0):
+            return None
+        waited = time.monotonic() - started
+        if waited < SLOW_START_S:
+            return None
+        from codelearn.progress import duration
+
+        accum = self.settings.train_grad_accum
+        done = state.sequences if state else 0
+        per_step = waited / done * accum if done else waited * accum
+        budget = (self.options.max_minutes if self.options.max_minutes is not None
+                  else self.settings.train_minutes) * 60
+        fix = ("set train_dtype = fp32 (bf16 is slow on CPUs without AVX512-BF16 or AMX)"
+               if "bf16" in self.precision.precision else
+               "train a smaller model (train_base) or shorter samples, or give it a GPU")
+        over = f", longer than the whole {duration(budget)} budget" if budget and per_step > budget else ""
+        return (f"The first training step is not done after {duration(waited)} ({done} of {accum} sequences): "
+                f"{'about' if done else 'at least'} {duration(per_step)} per step{over}. Training in "
+                f"{self.precision.precision} ({self.precision.reason}). If this is too slow, {fix}.")
 
     def _write_report(self) -> None:
         if self.report.status == "running":
@@ -245,14 +301,22 @@ class _Run:
             threads=s.threads, seed=s.train_seed,
             max_steps=self.options.max_steps if self.options.max_steps is not None else s.train_steps,
             max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes)
-        trainer = self.trainer
+        config = replace(config, dtype=self.precision.precision)
+        log.info("training in %s: %s", self.precision.precision, self.precision.reason)
 
-        def step(done: int, total: int, loss: float, rate: float, seconds: float) -> None:
-            self.progress("training", done, total, f"loss {loss:.3f}  {rate:.0f} tok/s")
-            log.info("step %d/%d loss %.4f %.0f tok/s %.0fs", done, total, loss, rate, seconds)
+        def step(state) -> None:
+            self.loop_state = state
+            self.progress("training", state.sequences, state.sequences_planned, loop_detail(state))
 
-        result = trainer.train(self.hf_dir, self.dataset.encoded, config, self.run_dir / "adapter", step)
+        self.loop_started = time.monotonic()
+        result = self.trainer.train(self.hf_dir, self.dataset.encoded, config, self.run_dir / "adapter", step)
+        self.loop_started = None
+        if result.backend != "unsloth":  # unsloth picks its own (bf16 or 4-bit)
+            result.precision = self.precision.as_json()
         self.report.training = result.as_json()
+        log.info("trained %d steps, %d sequences in %.0fs (stopped: %s%s)", result.steps, result.sequences,
+                 result.seconds, result.stopped, f", last step cut to {result.partial_step} sequences and "
+                 "applied" if result.partial_step else "")
 
     def _export(self) -> None:
         from codelearn.train.export import export_adapter, export_gguf, export_quant
@@ -311,6 +375,19 @@ class _Run:
         for gone in self.registry.prune(self.project.key, self.settings.keep_candidates):
             log.info("pruned old candidate %s", gone.name)
         shutil.rmtree(self.run_dir / "adapter", ignore_errors=True)  # exported; 30+ MB
+
+
+def loop_detail(state) -> str:
+    """step, loss, speed and the time left, for the bar and the log lines."""
+    from codelearn.progress import duration
+
+    parts = [f"step {state.step}/{state.steps}"]
+    if state.loss is not None:
+        parts.append(f"loss {state.loss:.3f}")
+    parts.append(f"{state.tokens_per_s:.0f} tok/s")
+    if state.eta_s is not None:
+        parts.append(f"eta {duration(state.eta_s)}")
+    return " · ".join(parts)
 
 
 def _file_type(path: Path) -> str:

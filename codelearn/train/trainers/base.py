@@ -15,8 +15,30 @@ from typing import Callable, Protocol
 from codelearn.corpus.formats import Encoded
 from codelearn.errors import CodelearnError
 
-# step, steps planned (0 if only time-bound), latest loss, tokens/s, seconds elapsed
-StepProgress = Callable[[int, int, float, float, float], None]
+
+@dataclass(frozen=True)
+class LoopState:
+    """Where a training loop is, reported after every sequence (a step can take minutes)."""
+
+    step: int  # optimiser steps done
+    steps: int  # planned
+    sequences: int  # done
+    sequences_planned: int
+    loss: float | None  # the last sequence's next-token loss
+    tokens_per_s: float
+    seconds: float
+    budget_s: float = 0.0  # 0: no time limit
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left: the data or the budget, whichever ends first (None before a sequence)."""
+        if not self.sequences:
+            return None
+        left = (self.sequences_planned - self.sequences) * self.seconds / self.sequences
+        return max(0.0, min(left, self.budget_s - self.seconds) if self.budget_s else left)
+
+
+StepProgress = Callable[[LoopState], None]
 
 
 @dataclass(frozen=True)
@@ -32,7 +54,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # 0: no time limit
     warmup_steps: int = 4
     kl_weight: float = 0.0  # >0: penalise drifting from the base model's predictions
-    dtype: str = "auto"  # auto | bf16 | fp32
+    dtype: str = "auto"  # auto | fp32 | bf16-autocast | bf16 (see train/precision.py)
     threads: int = 0
     seed: int = 0
 
@@ -52,9 +74,11 @@ class TrainResult:
     first_loss: float | None = None  # next-token loss on the training data (without the KL term)
     last_loss: float | None = None
     stopped: str = ""  # steps | time | data
+    partial_step: int = 0  # sequences of the last step when the budget ended it early (applied)
     peak_rss_mb: float = 0.0
     device: str = "cpu"
     dtype: str = "fp32"
+    precision: dict = field(default_factory=dict)  # the precision choice and why
     losses: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict:

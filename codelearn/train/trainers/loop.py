@@ -4,7 +4,9 @@ Batch size 1 with gradient accumulation: samples vary in length and a CPU does
 no better with padded batches, so every token computed is a real one. The loss
 counts only the tokens a sample marks as trained (the target after its context,
 an answer after its prompt). Stops at the step limit, the time budget or the
-end of three passes over the data, whichever comes first, and always saves.
+end of three passes over the data, whichever comes first, and always saves. The
+clock is read after every sequence, not every step: on a slow CPU one step can take
+longer than the whole budget.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 from codelearn.corpus.formats import Encoded
-from codelearn.train.trainers.base import StepProgress, TrainConfig, TrainResult
+from codelearn.train.trainers.base import LoopState, StepProgress, TrainConfig, TrainResult
 
 
 MAX_PASSES = 3  # a small repo may be seen up to three times; more mostly memorises
@@ -61,10 +63,32 @@ def _sample_loss(torch, model, ids, labels, kl_weight: float):
     return loss, out.loss
 
 
+class _Clock:
+    """The loop's time: started, the budget's end, and the progress report after each sequence."""
+
+    def __init__(self, config: TrainConfig, total: int, sequences: int, result: TrainResult,
+                 progress: StepProgress | None) -> None:
+        self.started = time.perf_counter()
+        self.budget = config.max_minutes * 60
+        self.total, self.sequences, self.result, self.progress = total, sequences, result, progress
+
+    def out_of_time(self) -> bool:
+        return bool(self.budget) and time.perf_counter() - self.started >= self.budget
+
+    def tick(self, loss: float | None) -> None:
+        result = self.result
+        result.seconds = time.perf_counter() - self.started
+        result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+        if self.progress:
+            self.progress(LoopState(result.steps, self.total, result.sequences, self.sequences, loss,
+                                    result.tokens_per_s, result.seconds, self.budget))
+
+
 def _accumulate(torch, model, samples: list[Encoded], config: TrainConfig, autocast, device: str,
-                result: TrainResult) -> float:
-    """Forward and backward over one step's samples; returns their mean loss."""
-    total = 0.0
+                clock: _Clock) -> list[float]:
+    """Forward and backward over one step's samples, checking the budget after each one;
+    returns the losses of the samples done (fewer than given when time ran out)."""
+    result, losses = clock.result, []
     for sample in samples:
         ids = torch.tensor([sample.ids], device=device)
         labels = torch.tensor([[t if keep else -100 for t, keep in zip(sample.ids, sample.train)]],
@@ -72,43 +96,56 @@ def _accumulate(torch, model, samples: list[Encoded], config: TrainConfig, autoc
         with autocast:
             loss, reported = _sample_loss(torch, model, ids, labels, config.kl_weight)
         (loss / config.grad_accum).backward()
-        total += float(reported.detach())
+        losses.append(float(reported.detach()))
         result.sequences += 1
         result.tokens += len(sample.ids)
         result.trained_tokens += sample.trained_tokens
-    return total / len(samples)
+        clock.tick(losses[-1])
+        if clock.out_of_time():
+            break
+    return losses
+
+
+def _rescale(params, done: int, planned: int) -> None:
+    """A step cut short by the budget is applied as a smaller step: its gradient is the mean
+    over the sequences it did, not a fraction of a full step's."""
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(planned / done)
 
 
 def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, backend: str,
              device: str, dtype: str, progress: StepProgress | None = None) -> TrainResult:
-    """Train `model` (a peft model) on `data`, save its adapter to `out_dir`."""
+    """Train `model` (a peft model) on `data`, save its adapter to `out_dir`. The budget is
+    checked after every sequence, so a run ends within `max_minutes` plus one sequence."""
     import torch
 
     result = TrainResult(backend=backend, adapter_dir=str(out_dir), device=device, dtype=dtype)
     usable = [d for d in data if d.trained_tokens and len(d.ids) > 1]
     order = sample_order(len(usable), config.seed)
     total = planned_steps(config, len(usable))
+    planned = min(len(order), total * config.grad_accum)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled="bf16" in dtype)
+    clock = _Clock(config, total, planned, result, progress)
     model.train()
-    started = time.perf_counter()
     result.stopped = "data"
-    for cursor in range(0, min(len(order), total * config.grad_accum), config.grad_accum):
+    for cursor in range(0, planned, config.grad_accum):
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total)
         batch = [usable[i] for i in order[cursor:cursor + config.grad_accum]]
-        mean = _accumulate(torch, model, batch, config, autocast, device, result)
+        losses = _accumulate(torch, model, batch, config, autocast, device, clock)
+        if len(losses) < len(batch):
+            result.partial_step = len(losses)
+            _rescale(params, len(losses), config.grad_accum)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
         result.steps += 1
-        result.losses.append(mean)
-        result.seconds = time.perf_counter() - started
-        result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
-        if progress:
-            progress(result.steps, total, mean, result.tokens_per_s, result.seconds)
-        if config.max_minutes and result.seconds >= config.max_minutes * 60 and result.steps < total:
+        result.losses.append(sum(losses) / len(losses))
+        clock.tick(result.losses[-1])
+        if clock.out_of_time() and cursor + config.grad_accum < planned:
             result.stopped = "time"
             break
     if result.stopped != "time":

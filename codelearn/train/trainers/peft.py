@@ -7,12 +7,12 @@ from pathlib import Path
 
 from codelearn.corpus.formats import Encoded
 from codelearn.train.trainers.base import StepProgress, TrainConfig, TrainResult
+from codelearn.train.precision import decide
 from codelearn.train.trainers.loop import run_loop
 
 # Every linear layer of a decoder block; the output layer (lm_head) stays frozen:
 # llama.cpp's LoRA converter refuses it and it is the part most tied to the vocabulary.
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-BF16_MIN_PARAMS = 50_000_000  # below this, fp32 is as fast and exact
 
 
 class PeftTrainer:
@@ -43,8 +43,8 @@ class PeftTrainer:
         torch.manual_seed(config.seed)
         torch.set_num_threads(config.threads or len(os.sched_getaffinity(0)))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        probe = tf.AutoConfig.from_pretrained(str(base_dir))
-        dtype = _dtype(config.dtype, probe, device)
+        choice = decide(config.dtype, base_dir)
+        dtype = choice.precision
         model = tf.AutoModelForCausalLM.from_pretrained(
             str(base_dir), dtype=torch.bfloat16 if dtype == "bf16" else torch.float32).to(device)
         model.config.use_cache = False
@@ -52,12 +52,7 @@ class PeftTrainer:
         lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                           target_modules=[m for m in TARGET_MODULES if m in present], task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)  # adapter weights stay fp32 under a bf16 base
-        return run_loop(model, data, config, out_dir, backend=self.name, device=device, dtype=dtype,
-                        progress=progress)
-
-
-def _dtype(choice: str, config, device: str) -> str:
-    if choice in ("bf16", "fp32"):
-        return choice
-    size = getattr(config, "hidden_size", 0) ** 2 * getattr(config, "num_hidden_layers", 0) * 12
-    return "bf16" if size >= BF16_MIN_PARAMS or device == "cuda" else "fp32"
+        result = run_loop(model, data, config, out_dir, backend=self.name, device=device, dtype=dtype,
+                          progress=progress)
+        result.precision = choice.as_json()
+        return result

@@ -1,0 +1,182 @@
+"""Training on any CPU: the precision is measured, the budget holds inside a step, and progress
+shows on a terminal, in plain lines elsewhere and in train.log (real torch, a tiny real model)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from codelearn.machine import Machine, _cpuinfo
+from codelearn.progress import ProgressLog
+from codelearn.train import precision
+from codelearn.train.precision import choose_precision, pick
+
+BIG = 500_000_000  # a 0.5B model: auto measures
+
+
+def test_auto_takes_fp32_where_the_probe_finds_bf16_slow():
+    # the numbers an AVX2-only AMD EPYC gave: bf16 weights 82x, autocast 5.4x slower
+    choice = choose_precision("auto", params=BIG, measure=lambda: {"fp32": 54.0, "bf16-autocast": 294.0,
+                                                                    "bf16": 4425.0})
+    assert choice.precision == "fp32"
+    assert "82x slower" in choice.reason and choice.timings_ms["bf16"] == 4425.0
+
+
+def test_auto_takes_the_fastest_bf16_where_the_cpu_runs_it_natively():
+    choice = choose_precision("auto", params=BIG, measure=lambda: {"fp32": 10.0, "bf16-autocast": 8.0,
+                                                                    "bf16": 5.0})
+    assert choice.precision == "bf16" and "2.0x faster" in choice.reason
+
+
+def test_fp32_wins_a_near_tie_and_small_models_skip_the_probe():
+    assert pick({"fp32": 10.0, "bf16-autocast": 9.5, "bf16": 9.0}).precision == "fp32"
+
+    def never() -> dict:
+        raise AssertionError("a small model needs no probe")
+
+    assert choose_precision("auto", params=1_000_000, measure=never).precision == "fp32"
+    assert choose_precision("bf16", params=BIG, measure=never).reason == "set by train_dtype"
+    assert choose_precision("auto", params=BIG, device="cuda", bf16_cuda=True, measure=never).precision == "bf16"
+
+
+def test_an_unknown_setting_says_what_to_use():
+    from codelearn.errors import CodelearnError
+
+    with pytest.raises(CodelearnError, match="bf16-autocast"):
+        choose_precision("fp16", params=BIG)
+
+
+def test_the_real_probe_times_every_precision():
+    import torch
+
+    timings = precision.measure_here(torch, shape=(16, 64, 128))
+    assert set(timings) == set(precision.PRECISIONS) and all(t > 0 for t in timings.values())
+
+
+def _machine(flags: tuple[str, ...]) -> Machine:
+    return Machine(cpu="Test CPU", flags=flags, cores=2, arch="x86_64", torch="2.13.0+cpu", onnxruntime=None)
+
+
+def test_the_probe_is_cached_per_cpu(monkeypatch):
+    import torch  # noqa: F401  (loaded: the probe runs in this process)
+
+    calls = []
+    monkeypatch.setattr(precision, "measure_here", lambda _torch: calls.append(1) or {"fp32": 1.0, "bf16": 2.0})
+    machine = {"now": _machine(("avx2", "fma"))}
+    monkeypatch.setattr("codelearn.machine.this_machine", lambda: machine["now"])
+    assert precision.cached_probe() == {"fp32": 1.0, "bf16": 2.0} and len(calls) == 1
+    precision.cached_probe()
+    assert len(calls) == 1  # same CPU: from the cache
+    machine["now"] = _machine(("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"))
+    precision.cached_probe()
+    assert len(calls) == 2  # another CPU: measured again
+    cache = json.loads(precision.cache_file().read_text())
+    assert len(cache) == 2 and {e["machine"]["cpu"] for e in cache.values()} == {"Test CPU"}
+
+
+def test_the_machine_is_named_by_its_cpu_and_the_flags_that_matter(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma bmi2\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma bmi2\n")
+    cpu, flags = _cpuinfo(info)
+    assert cpu == "AMD EPYC" and {"avx2", "fma"} <= flags
+    avx2, amx = _machine(("avx2",)), _machine(("avx2", "amx_bf16"))
+    assert avx2.key() != amx.key() and "avx2" in avx2.summary()
+    from codelearn.machine import this_machine
+
+    assert this_machine().cores >= 1 and "cpu" in this_machine().as_json()
+
+
+# -- the budget inside a step ---------------------------------------------------------------------
+
+def _slowed(monkeypatch, seconds: float) -> None:
+    """Every sequence's forward pass takes `seconds` longer (a CPU where a step takes forever)."""
+    from codelearn.train.trainers import loop
+
+    real = loop._sample_loss
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_sample_loss", slow)
+
+
+def test_the_budget_ends_training_inside_a_step_and_applies_what_it_did(tiny_hf, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from codelearn.corpus.formats import Encoded
+    from codelearn.train.trainers.base import TrainConfig
+    from codelearn.train.trainers.peft import PeftTrainer
+
+    _slowed(monkeypatch, 0.3)
+    ids = AutoTokenizer.from_pretrained(tiny_hf)("def f(x):\n    return x + 1\n" * 4)["input_ids"][:64]
+    data = [Encoded(ids, [True] * len(ids))] * 16
+    seen = []
+    config = TrainConfig(max_minutes=0.5 / 60, grad_accum=8, lr=1e-2, warmup_steps=1)
+    result = PeftTrainer().train(tiny_hf, data, config, tmp_path / "adapter", seen.append)
+    # one step planned at 8 sequences, cut by the clock after the first few, and applied
+    assert result.stopped == "time" and result.steps == 1
+    assert 1 <= result.partial_step == result.sequences < 8
+    weights = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert any(float(w.abs().sum()) > 0 for name, w in weights.items() if "lora_B" in name)
+    # progress came after every sequence, with an ETA from the first one on
+    assert [s.sequences for s in seen[:result.sequences]] == list(range(1, result.sequences + 1))
+    assert seen[0].step == 0 and seen[0].eta_s is not None and seen[0].budget_s == 0.5
+    assert result.precision["precision"] == "fp32"
+
+
+# -- progress lines ------------------------------------------------------------------------------
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_plain_progress_lines_keep_coming_while_a_step_hangs():
+    lines, warnings = [], []
+    stuck = threading.Event()
+    with ProgressLog(lines.append, interval=0.2, warn=warnings.append, tick=0.02) as log:
+        log.watch(lambda: "still stuck" if stuck.is_set() else None)
+        log("training", 0, 40, "step 0/10")
+        log("training", 0, 40, "step 0/10")  # no news: no second line yet
+        assert len(lines) == 1 and lines[0].startswith("training: 0/40 · step 0/10")
+        _wait_for(lambda: any("no progress for" in line for line in lines))
+        stuck.set()
+        _wait_for(lambda: warnings)
+        time.sleep(0.1)
+        log("export", 0, None)
+    assert any("no progress for" in line for line in lines)
+    assert warnings == ["still stuck"]  # once, not on every tick
+    assert lines[-1].startswith("export")
+
+
+def test_progress_is_plain_lines_on_stderr_when_it_is_not_a_terminal(capsys):
+    from codelearn import console
+
+    with console.progress_bar() as progress:
+        progress("embedding", 3, 10, "")
+    err = capsys.readouterr().err
+    assert "embedding: 3/10" in err and "eta" in err
+
+
+def test_a_slow_first_step_is_reported_in_the_log_with_the_fix(train_repo, monkeypatch):
+    from codelearn.project import open_project
+    from codelearn.train import nightly
+
+    monkeypatch.setattr(nightly, "SLOW_START_S", 0.5)
+    monkeypatch.setattr(nightly, "PROGRESS_INTERVAL_S", 0.3)
+    _slowed(monkeypatch, 0.4)
+    report = nightly.run_training(open_project(train_repo), nightly.RunOptions(max_steps=1, max_minutes=0.02))
+    assert report.training["steps"] == 1 and report.training["stopped"] in ("time", "steps")
+    assert any("first training step is not done" in w for w in report.warnings), report.warnings
+    text = Path(report.log).read_text()
+    assert "first training step is not done" in text and "training: " in text and "step 0/" in text
+    assert report.precision["precision"] == "fp32" and "small model" in report.precision["reason"]
+    assert report.machine["cpu"] and report.machine["cores"] >= 1
