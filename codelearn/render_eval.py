@@ -48,7 +48,9 @@ def _learning(section: dict) -> None:
     knowledge = section.get("repo_knowledge")
     if knowledge:
         out.print(f"repo knowledge: repo loss {_pct(knowledge['repo_change'])} vs general code "
-                  f"{_pct(knowledge['general_code_change'])} → repo-specific {_pct(knowledge['repo_specific'])}")
+                  f"{_pct(knowledge['general_code_change'])} → " + (
+                      f"repo-specific {_pct(knowledge['repo_specific'])}" if knowledge["repo_specific"] is not None
+                      else "no repo-specific gain claimed (general code got worse)"))
     for note in section.get("notes", []):
         out.print(f"note: {note}")
 

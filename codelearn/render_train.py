@@ -29,13 +29,33 @@ def _split_line(dataset: dict) -> str:
 
 def _gate_table(gate: dict) -> Table:
     table = Table(title="gate: serving vs candidate", title_justify="left")
-    for column in ("check", "serving", "candidate", "rule", "ok"):
+    for column in ("check", "serving", "candidate", "change [interval]", "rule", "result"):
         table.add_column(column)
     for check in gate.get("checks", []):
-        fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")
-        table.add_row(check["name"], fmt(check["serving"]), fmt(check["candidate"]), check["rule"],
-                      "[green]✓[/]" if check["passed"] else "[red]✗[/]")
+        table.add_row(check["name"], _loss(check["serving"]), _loss(check["candidate"]), _change(check),
+                      check["rule"], _status(check))
     return table
+
+
+def _loss(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _change(check: dict) -> str:
+    change, interval = check.get("change"), check.get("interval")
+    if change is None:
+        return ""
+    versus = " vs base" if check.get("base") is not None else ""
+    return f"{change:+.2%}{versus}" + (f" [{interval[0]:+.2%}, {interval[1]:+.2%}]" if interval else "")
+
+
+def _status(check: dict) -> str:
+    status = check.get("status", "passed" if check["passed"] else "failed")
+    if status == "passed":
+        return "[green]✓[/]"
+    if status == "failed":
+        return "[red]✗ failed[/]"
+    return "[red]not checked[/]" if check.get("required", True) else "[yellow]not checked[/]"
 
 
 def render_train(report, quiet: bool = False) -> None:

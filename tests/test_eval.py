@@ -41,9 +41,17 @@ def test_json_schema_and_plot_before_any_training(train_repo):
     assert saved["learning"]["conditions"] == conditions
 
 
-def test_learning_numbers_move_the_right_way_for_a_good_candidate(train_repo):
+def test_learning_numbers_move_the_right_way_for_a_good_candidate(train_repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_RANDOM_HOLDOUT_SHARE", "0.3")  # a random slice of the 7 files
     good = run_training(open_project(train_repo), RunOptions())
+    trained_split = good.dataset["split"]
+    assert trained_split["heldout_random"] > 0 and good.dataset["recipe"]["random_files"]
+    # settings changed after training must not move the hold-out eval measures the model on
+    monkeypatch.setenv("CODELEARN_RANDOM_HOLDOUT_SHARE", "0.9")
+    monkeypatch.setenv("CODELEARN_TRAIN_SEED", "7")
     report = run_eval(open_project(train_repo), LEARNING_ONLY)
+    assert report["learning"]["split"]["heldout_random"] == trained_split["heldout_random"]
+    assert report["learning"]["split"]["train_chunks"] == trained_split["train_chunks"]
     conditions = report["learning"]["conditions"]
     assert set(conditions) == {"base", "base+retrieval", "adapted", "adapted+retrieval"}
     assert conditions["adapted"]["loss"] < conditions["base"]["loss"]
@@ -63,6 +71,9 @@ def test_learning_numbers_move_the_wrong_way_for_a_bad_candidate(junk_repo):
     conditions = report["learning"]["conditions"]
     assert conditions["adapted"]["loss"] > conditions["base"]["loss"]
     assert report["learning"]["forgetting"]["general_code"]["change"] > 0
+    # forgetting general code is never counted as knowledge of the repo
+    knowledge = report["learning"]["repo_knowledge"]
+    assert knowledge["general_code_change"] > 0 and knowledge["repo_specific"] is None
 
 
 def test_an_interrupted_or_repeated_eval_reuses_every_finished_score(train_repo):

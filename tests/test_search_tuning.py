@@ -222,3 +222,40 @@ def test_a_definition_alone_in_its_file_gets_another_files_code_never_its_own():
     for pair in pairs:
         drawn = {search_tuning._negative(pair, alone, pairs, rng) for _ in range(50)}
         assert drawn == {p.text for p in pairs} - {pair.text}
+
+
+def test_the_held_out_pairs_stay_held_out_as_the_repo_grows_and_lines_move():
+    def pairs(n: int, shift: int = 0) -> list:
+        return [search_tuning.Pair(f"q{i}", f"c{i}", f"repo:m{i % 7}.py:{10 * i + shift}", f"repo:m{i % 7}.py:f{i}")
+                for i in range(n)]
+
+    _, held = search_tuning.split(pairs(300), seed=0)
+    # a day later: 20 more definitions, and every line moved down by an edit above them
+    _, later = search_tuning.split(pairs(320, shift=3), seed=0)
+    before, after = {p.name for p in held}, {p.name for p in later}
+    assert 20 <= len(before) <= len(after) <= 300
+    assert before <= after  # yesterday's held-out definitions are still held out, none trained on
+    _, other_seed = search_tuning.split(pairs(300), seed=1)
+    assert {p.name for p in other_seed} != before
+
+
+def test_train_keeps_the_answer_models_held_out_code_out_of_search_tuning(train_repo, monkeypatch):
+    from codelearn.project import open_project
+    from codelearn.train import nightly
+    from codelearn.train.dataset import DataOptions, heldout_keys
+
+    seen = {}
+
+    def spy(project, options, progress):
+        seen["exclude"] = options.exclude
+        raise CodelearnError("stop here", "")
+
+    monkeypatch.setenv("CODELEARN_EMBEDDER", "default")
+    monkeypatch.setattr(search_tuning, "tune_and_gate", spy)
+    project = open_project(train_repo)
+    report = nightly.run_training(project, nightly.RunOptions(dry_run=True))
+    assert report.status == "dry_run"
+    run = nightly._Run(project, nightly.RunOptions(), lambda *a, **k: None)
+    run._tune_search()
+    expected = heldout_keys(project, DataOptions.from_settings(project.settings))
+    assert seen["exclude"] == expected and any(":lib/widgets.py:" in k for k in expected)

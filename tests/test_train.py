@@ -46,7 +46,11 @@ def test_a_run_trains_exports_gates_and_promotes_a_model_ask_then_uses(repo):
     assert report.training["last_loss"] < report.training["first_loss"]
     assert report.export["kind"] == "gguf" and report.export["quant"] == "Q8_0"
     assert {c["name"] for c in report.gate["checks"]} == {
-        "repo_loss", "forgetting_code", "forgetting_chat", "instruct_loss", "context_helps", "random_context"}
+        "repo_loss", "repo_loss_served", "forgetting_code", "forgetting_chat", "instruct_loss", "context_helps",
+        "random_context"}
+    served = next(c for c in report.gate["checks"] if c["name"] == "repo_loss_served")
+    assert served["status"] == "passed" and served["interval"][1] < 0
+    assert report.precision["precision"] == "fp32" and report.machine["cpu"]
     assert _serving(repo) == report.candidate
     registry = Registry()
     entry = registry.get(report.candidate)
@@ -321,3 +325,50 @@ def test_a_run_tunes_the_search_model_first_when_it_can(repo, monkeypatch):
     monkeypatch.setenv("CODELEARN_TRAIN_SEARCH", "false")
     later = run_training(open_project(repo), RunOptions(max_steps=2))
     assert later.search == {} and "search" not in later.seconds
+
+
+@pytest.mark.parametrize("config", [[], ["diff.noprefix=true"], ["diff.mnemonicPrefix=true"],
+                                    ["diff.relative=true"], ["color.diff=always", "diff.renames=false"]])
+def test_the_temporal_split_reads_git_whatever_the_users_diff_settings(tmp_path, config):
+    from conftest import make_repo
+
+    from codelearn.corpus.history import lines_added_since
+
+    old = "def old():\n    return 1\n"
+    root = make_repo(tmp_path / "r", {"a.py": old, "moved.py": old + "x = 1\n", "sub/keep.py": old})
+    cut = git(root, "rev-parse", "HEAD").strip()
+    for item in config:
+        git(root, "config", *item.split("="))
+    write_files(root, {"a.py": old + "def new():\n    return 2\n", "with space.py": "a = 1\n",
+                       "tab\there.py": "b = 2\n", "ünï.py": "c = 3\n", "sub/keep.py": old + "y = 2\n"})
+    git(root, "mv", "moved.py", "renamed.py")
+    write_files(root, {"renamed.py": old + "x = 1\nz = 3\n"})
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "later")
+    added = lines_added_since(root, cut)
+    assert added == {"a.py": {3, 4}, "with space.py": {1}, "tab\there.py": {1}, "ünï.py": {1},
+                     "sub/keep.py": {3}, "renamed.py": {4}}
+
+
+def test_the_file_cap_counts_library_files_one_by_one_and_views_with_their_chunks():
+    from codelearn.corpus.formats import Encoded
+    from codelearn.train.dataset import cap_files
+    from codelearn.train.samples import Sample, file_of
+
+    assert file_of("lib:acme:pkg/x.py:12") == "lib:acme:pkg/x.py" == file_of("lib:acme:pkg/x.py:view")
+    assert file_of("repo:a.py:3") == "repo:a.py"
+
+    def sample(origin: str) -> tuple[Sample, Encoded]:
+        return Sample("code", (), origin), Encoded([1] * 10, [True] * 10)
+
+    # an internal library of 12 files of 3 chunks each, next to a repo file with chunks and a view
+    rows = [sample(f"lib:acme:m{f}.py:{line}") for f in range(12) for line in (1, 20, 40)]
+    rows += [sample(f"repo:big.py:{line}") for line in range(1, 9)] + [sample("repo:big.py:view")] * 4
+    samples, encoded = map(list, zip(*rows))
+    kept, _ = cap_files(samples, encoded, cap=0.10, seed=0)
+    kept_origins = [s.origin for s in kept]
+    # every library file is ~6% of the tokens: none is cut (all of `lib:acme` was, as one "file")
+    assert sum(o.startswith("lib:acme:") for o in kept_origins) == 36
+    # the repo file's chunks and views together are held to the cap
+    big = sum(o.startswith("repo:big.py") for o in kept_origins)
+    assert big * 10 <= 0.10 * sum(10 for _ in rows) + 10 and big < 12

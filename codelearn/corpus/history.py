@@ -97,16 +97,52 @@ def _named_cut(root: Path, since: str, commits: list[tuple[str, int, int]], tota
     return Cut(sha, stamp, position, sum(c[2] for c in commits[:position]), total)
 
 
+_C_ESCAPES = {ord("a"): 7, ord("b"): 8, ord("t"): 9, ord("n"): 10, ord("v"): 11, ord("f"): 12,
+              ord("r"): 13, ord('"'): 34, ord("\\"): 92}
+
+
+def _target_path(raw: bytes) -> str | None:
+    """The path of a `+++ ` line: unquoted (git C-quotes unusual names), the tab git adds after a
+    name with a space removed, the `b/` prefix dropped; None for a deleted file."""
+    if raw.startswith(b'"'):
+        raw = _unquote(raw)
+    elif raw.endswith(b"\t"):
+        raw = raw[:-1]
+    if raw == b"/dev/null":
+        return None
+    return raw[2:].decode("utf-8", "replace") if raw.startswith(b"b/") else raw.decode("utf-8", "replace")
+
+
+def _unquote(raw: bytes) -> bytes:
+    """git's C-style quoted name ("b/a\\tb.py", octal for other bytes) back to its bytes."""
+    body = raw[1:raw.rindex(b'"')]
+    out, i = bytearray(), 0
+    while i < len(body):
+        if body[i] == 92 and i + 1 < len(body):
+            if 48 <= body[i + 1] <= 55:
+                out.append(int(body[i + 1:i + 4], 8))
+                i += 4
+                continue
+            out.append(_C_ESCAPES.get(body[i + 1], body[i + 1]))
+            i += 2
+            continue
+        out.append(body[i])
+        i += 1
+    return bytes(out)
+
+
 def lines_added_since(root: Path, commit: str) -> dict[str, set[int]]:
     """Per path (relative to the repo root), the line numbers of the *current* files
     that did not exist at `commit`: changed tracked lines and every untracked file line."""
     added: dict[str, set[int]] = {}
-    diff = _git(root, "diff", "-U0", "-M", "--no-color", "--no-ext-diff", commit, "--")
+    # Explicit prefixes, no textconv and no external tool: the user's diff settings
+    # (diff.noprefix, diff.mnemonicPrefix, ...) must not change what is read here.
+    diff = _git(root, "diff", "-U0", "-M", "--no-color", "--no-ext-diff", "--no-textconv", "--no-relative",
+                "--src-prefix=a/", "--dst-prefix=b/", commit, "--")
     path = None
-    for line in diff.splitlines():
+    for line in diff.split(b"\n"):
         if line.startswith(b"+++ "):
-            target = line[4:].decode("utf-8", "replace")
-            path = None if target == "/dev/null" else target[2:] if target.startswith("b/") else target
+            path = _target_path(line[4:])
         elif path is not None and (match := _HUNK.match(line)):
             start, count = int(match.group(1)), int(match.group(2) or 1)
             added.setdefault(path, set()).update(range(start, start + count))

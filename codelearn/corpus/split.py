@@ -29,6 +29,12 @@ class Split:
     cut: Cut | None
     withheld: int = 0  # partly new chunks: neither trained on nor evaluated
     heldout_lines: dict[str, set[int]] = field(default_factory=dict)
+    random_files: set[str] = field(default_factory=set)  # "source:path" of the random slice
+
+    def recipe(self, seed: int, random_share: float) -> dict:
+        """What reproduces this split exactly (kept with a trained model for `eval`)."""
+        return {"cut": self.cut.commit if self.cut else "", "seed": seed, "random_share": random_share,
+                "random_files": sorted(self.random_files)}
 
     @property
     def heldout(self) -> list[Unit]:
@@ -47,10 +53,12 @@ def in_random_slice(path: str, share: float, seed: int) -> bool:
 
 
 def split_units(units: list[Unit], added: dict[str, set[int]], *, random_share: float,
-                seed: int, cut: Cut | None = None) -> Split:
-    """Assign each unit to training, the new-code hold-out, the random hold-out, or neither."""
+                seed: int, cut: Cut | None = None, random_files: set[str] | None = None) -> Split:
+    """Assign each unit to training, the new-code hold-out, the random hold-out, or neither.
+    `random_files` replays a recorded random slice instead of drawing one."""
     split = Split([], [], [], cut, heldout_lines=added)
     for unit in units:
+        name = f"{unit.source}:{unit.path}"
         fresh = added.get(unit.path, set()) if unit.source == "repo" else set()
         new_lines = sum(1 for n in unit.lines if n in fresh)
         if new_lines:
@@ -58,15 +66,16 @@ def split_units(units: list[Unit], added: dict[str, set[int]], *, random_share: 
                 split.new.append(unit)
             else:
                 split.withheld += 1
-        elif in_random_slice(f"{unit.source}:{unit.path}", random_share, seed):
+        elif name in random_files if random_files is not None else in_random_slice(name, random_share, seed):
             split.random.append(unit)
+            split.random_files.add(name)
         else:
             split.train.append(unit)
     return split
 
 
 def split_repo(root: Path, units: list[Unit], *, holdout_share: float, random_share: float,
-               seed: int, since: str = "", cut_commit: str = "") -> Split:
+               seed: int, since: str = "", cut_commit: str = "", random_files: set[str] | None = None) -> Split:
     """The split for a repo: a temporal cut from git (or `cut_commit`), plus the random slice."""
     cut = None
     if cut_commit:
@@ -74,4 +83,4 @@ def split_repo(root: Path, units: list[Unit], *, holdout_share: float, random_sh
     elif holdout_share > 0 or since:
         cut = choose_cut(root, holdout_share, since)
     added = lines_added_since(root, cut.commit) if cut else {}
-    return split_units(units, added, random_share=random_share, seed=seed, cut=cut)
+    return split_units(units, added, random_share=random_share, seed=seed, cut=cut, random_files=random_files)

@@ -91,13 +91,15 @@ def _r(value: float | None) -> float | None:
 
 
 def repo_specific_gain(scored: Scored) -> dict | None:
-    """The adapted model's repo-loss change beside its change on general code."""
+    """The adapted model's repo-loss change beside its change on general code; their difference
+    (the part no generic code adaptation explains) only when general code did not get worse:
+    forgetting must never read as repo knowledge."""
     repo = relative_change(scored.loss("base", "repo"), scored.loss("adapted", "repo"))
     general = relative_change(scored.loss("base", "general_code"), scored.loss("adapted", "general_code"))
     if repo is None or general is None:
         return None
     return {"repo_change": _pct(repo), "general_code_change": _pct(general),
-            "repo_specific": _pct(repo - general)}
+            "repo_specific": _pct(repo - general) if general <= 0 else None}
 
 
 def learning_json(scored: Scored) -> dict:

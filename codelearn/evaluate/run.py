@@ -86,13 +86,20 @@ class _Eval:
         if hasattr(self, "_split"):
             return self._split
         s = self.project.settings
-        cut = ((self.adapted.metrics or {}).get("cut") or {}).get("commit") if self.adapted else None
+        metrics = (self.adapted.metrics or {}) if self.adapted else {}
+        recipe = metrics.get("split") or {}
+        cut = recipe.get("cut") or (metrics.get("cut") or {}).get("commit")
         if self.adapted and not cut:
             self.notes.append("the trained model recorded no cut commit: its hold-out is only the random slice")
+        if self.adapted and not recipe:
+            self.notes.append("the trained model recorded no split (trained by an older codelearn): its random "
+                              "slice is re-drawn from today's settings")
+        files = recipe.get("random_files")
         self._split = split_repo(self.project.root, load_units(self.project.catalog_path),
                                  holdout_share=0.0 if self.adapted else s.holdout_share,
-                                 random_share=s.random_holdout_share, seed=s.train_seed,
-                                 since=self.options.since, cut_commit=cut or "")
+                                 random_share=recipe.get("random_share", s.random_holdout_share),
+                                 seed=recipe.get("seed", s.train_seed), since=self.options.since,
+                                 cut_commit=cut or "", random_files=set(files) if files is not None else None)
         return self._split
 
     # -- sections ------------------------------------------------------------------

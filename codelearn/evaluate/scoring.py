@@ -18,7 +18,17 @@ from codelearn.corpus.formats import Vocab
 from codelearn.evaluate.metrics import Tally, line_tally
 from codelearn.evaluate.probes import Probe
 
-Scores = dict[tuple[str, str], Tally]
+class Scores(dict):
+    """(group, condition) -> Tally over its probes; `per_key` keeps each probed target's own
+    tally, for comparisons paired by target."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.per_key: dict[tuple[str, str], dict[str, Tally]] = {}
+
+    def add(self, group: str, condition: str, key: str, tally: Tally) -> None:
+        self.setdefault((group, condition), Tally()).add(tally)
+        self.per_key.setdefault((group, condition), {}).setdefault(key, Tally()).add(tally)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ def score_probes(model: ModelRef, probes: list[Probe], vocab: Vocab, *, cache: S
                  threads: int = 0, n_ctx: int = 2048,
                  progress: Callable[[int, int], None] | None = None) -> Scores:
     """Tallies per (group, condition) for `model` over `probes`."""
-    scores: Scores = {}
+    scores = Scores()
     ends = LineEnds(vocab)
     scorer = None
     try:
@@ -103,7 +113,7 @@ def score_probes(model: ModelRef, probes: list[Probe], vocab: Vocab, *, cache: S
                     scorer = LlamaScorer(model.path, n_ctx=n_ctx, threads=threads, lora_path=model.lora)
                 tally = _score_one(scorer, probe, ends)
                 cache.put(key, tally)
-            scores.setdefault((probe.group, probe.condition), Tally()).add(tally)
+            scores.add(probe.group, probe.condition, probe.key, tally)
             if progress:
                 progress(done, len(probes))
     finally:

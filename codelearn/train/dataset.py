@@ -19,7 +19,7 @@ from codelearn.corpus.selfreplay import chat_messages
 from codelearn.corpus.split import Split, split_repo
 from codelearn.corpus.units import load_units
 from codelearn.project import Project
-from codelearn.train.samples import KINDS, Mix, Sample, code_sample, repo_samples
+from codelearn.train.samples import KINDS, Mix, Sample, code_sample, file_of, repo_samples
 
 
 @dataclass(frozen=True)
@@ -85,22 +85,17 @@ def cap_files(samples: list[Sample], encoded: list[Encoded], cap: float, seed: i
     total = sum(len(e.ids) for e in encoded)
     per_file: Counter = Counter()
     for sample, enc in zip(samples, encoded):
-        per_file[_file_of(sample.origin)] += len(enc.ids)
+        per_file[file_of(sample.origin)] += len(enc.ids)
     order = list(range(len(samples)))
     random.Random(seed).shuffle(order)
     dropped: set[int] = set()
     for index in order:
-        name = _file_of(samples[index].origin)
+        name = file_of(samples[index].origin)
         if per_file[name] > cap * total and len(per_file) > 1:
             per_file[name] -= len(encoded[index].ids)
             dropped.add(index)
     keep = [i for i in range(len(samples)) if i not in dropped]
     return [samples[i] for i in keep], [encoded[i] for i in keep]
-
-
-def _file_of(origin: str) -> str:
-    parts = origin.split(":")
-    return ":".join(parts[:2]) if len(parts) >= 3 else origin
 
 
 def _take(pool: list[Sample], want_tokens: int, vocab: Vocab, seq_len: int,
@@ -135,13 +130,25 @@ def chat_replay(vocab: Vocab, want_tokens: int, answers: dict[str, str] | None, 
     return _take(chats, want_tokens, vocab, options.seq_len, cycle=True)
 
 
+def repo_split(project: Project, options: DataOptions, units: list | None = None) -> Split:
+    """The run's split of the indexed units (the same for training, the gate and eval)."""
+    units = load_units(project.catalog_path) if units is None else units
+    return split_repo(project.root, units, holdout_share=options.holdout_share,
+                      random_share=options.random_share, seed=options.seed, since=options.since,
+                      cut_commit=options.cut_commit)
+
+
+def heldout_keys(project: Project, options: DataOptions) -> frozenset[str]:
+    """Keys of every unit a run does not train on: held out (new or random) or withheld."""
+    units = load_units(project.catalog_path)
+    trained = {u.key for u in repo_split(project, options, units).train}
+    return frozenset(u.key for u in units if u.key not in trained)
+
+
 def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
                   answers: dict[str, str] | None = None) -> Dataset:
     """Everything one training run learns from; see the module doc."""
-    units = load_units(project.catalog_path)
-    split = split_repo(project.root, units, holdout_share=options.holdout_share,
-                       random_share=options.random_share, seed=options.seed, since=options.since,
-                       cut_commit=options.cut_commit)
+    split = repo_split(project, options)
     vectors = load_vectors(project.catalog_path, {u.vec_key for u in split.train if u.vec_key})
     finder = Neighbours(split.train, vectors, seed=options.seed)
     fmt = TextFormat.for_vocab(vocab)

@@ -1,30 +1,67 @@
-"""The promotion gate: is the candidate better than the serving model, without
-having forgotten anything or stopped using its context?
+"""The promotion gate: is the candidate better where `ask` uses it, by more than noise,
+without having drifted from the original base or stopped using its context?
 
 Both models are scored on the same probes (held-out repo code in three context
 conditions, chat questions about held-out code, unseen general code and the
 base model's own chat answers) through llama.cpp on the files that would be
-served. Every check is reported, so a refusal says which one failed.
+served; the original base is scored on the general probes (cached), so that
+forgetting is bounded in total, not per promotion. Rules:
+
+- repo code must get better both without context and with retrieved neighbours
+  (what `ask` serves): the loss falls by at least `min_gain` and a paired bootstrap
+  over the probed targets puts the whole confidence interval below zero;
+- general code and chat may drift at most `tolerance` from the *base*, whatever
+  earlier promotions did;
+- a check with nothing to score is "not checked", never "passed": a required one
+  (repo, served repo, forgetting) blocks promotion.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from codelearn.evaluate.metrics import Tally
 from codelearn.evaluate.scoring import Scores
+
+PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not checked"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The gate's thresholds (settings `forget_tolerance`, `gate_min_gain`, `gate_confidence`)."""
+
+    tolerance: float = 0.02
+    min_gain: float = 0.01
+    confidence: float = 0.95
+    resamples: int = 2000
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    passed: bool
+    status: str
     serving: float | None
     candidate: float | None
     rule: str
+    required: bool = True
+    base: float | None = None
+    change: float | None = None  # relative, candidate against what the rule compares to
+    interval: tuple[float, float] | None = None  # of `change`, from the paired bootstrap
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED
+
+    @property
+    def blocks(self) -> bool:
+        return self.status == FAILED or (self.status == NOT_CHECKED and self.required)
 
     def as_json(self) -> dict:
-        return {"name": self.name, "passed": self.passed, "rule": self.rule,
-                "serving": _r(self.serving), "candidate": _r(self.candidate)}
+        return {"name": self.name, "passed": self.passed, "status": self.status, "required": self.required,
+                "rule": self.rule, "serving": _r(self.serving), "candidate": _r(self.candidate),
+                "base": _r(self.base), "change": _r(self.change),
+                "interval": [_r(x) for x in self.interval] if self.interval else None}
 
 
 def _r(value: float | None) -> float | None:
@@ -37,17 +74,17 @@ class GateResult:
 
     @property
     def promote(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return bool(self.checks) and not any(c.blocks for c in self.checks)
 
     @property
     def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        return [c for c in self.checks if c.blocks]
 
     def summary(self) -> str:
         if self.promote:
-            return "all checks passed"
-        return "; ".join(f"{c.name} ({c.rule}: serving {_fmt(c.serving)}, candidate {_fmt(c.candidate)})"
-                         for c in self.failed)
+            return "all required checks passed"
+        return "; ".join(f"{c.name} {c.status} ({c.rule}: serving {_fmt(c.serving)}, candidate "
+                         f"{_fmt(c.candidate)}{_fmt_change(c)})" for c in self.failed)
 
     def as_json(self) -> dict:
         return {"promote": self.promote, "checks": [c.as_json() for c in self.checks]}
@@ -55,6 +92,15 @@ class GateResult:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _fmt_change(check: Check) -> str:
+    if check.change is None:
+        return ""
+    text = f", change {check.change:+.2%}"
+    if check.interval:
+        text += f" [{check.interval[0]:+.2%}, {check.interval[1]:+.2%}]"
+    return text
 
 
 def loss(scores: Scores, group: str, condition: str = "none") -> float | None:
@@ -74,28 +120,113 @@ def random_penalty(scores: Scores) -> float | None:
     return None if none is None or noise is None else noise - none
 
 
-def decide(serving: Scores, candidate: Scores, tolerance: float = 0.02) -> GateResult:
-    """Every check the issue asks for; a check without probes on both sides passes as n/a."""
+def paired_change(before: dict[str, Tally], after: dict[str, Tally], rules: Rules
+                  ) -> tuple[float, tuple[float, float], int] | None:
+    """The relative loss change over the keys both scored, its bootstrap interval (targets
+    resampled with replacement, the same draw for both models) and the number of keys."""
+    import numpy as np
+
+    keys = sorted(set(before) & set(after))
+    if not keys:
+        return None
+    b = np.array([before[k].nll for k in keys])
+    a = np.array([after[k].nll for k in keys])
+    if b.sum() <= 0:
+        return None
+    change = float(a.sum() / b.sum() - 1)
+    rng = np.random.default_rng(rules.seed)
+    draws = rng.integers(0, len(keys), size=(rules.resamples, len(keys)))
+    ratios = a[draws].sum(axis=1) / np.maximum(b[draws].sum(axis=1), 1e-12) - 1
+    tail = (1 - rules.confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return change, (float(low), float(high)), len(keys)
+
+
+def _repo_check(name: str, condition: str, serving: Scores, candidate: Scores, rules: Rules) -> Check:
+    s, c = loss(serving, "repo", condition), loss(candidate, "repo", condition)
+    rule = (f"held-out repo loss{' with retrieved code' if condition == 'relevant' else ''} must fall by "
+            f"≥{rules.min_gain:.0%}, {rules.confidence:.0%} interval below 0")
+    paired = paired_change(serving.per_key.get(("repo", condition), {}),
+                           candidate.per_key.get(("repo", condition), {}), rules)
+    if paired is None:
+        return Check(name, NOT_CHECKED, s, c, rule)
+    change, interval, _ = paired
+    ok = change <= -rules.min_gain and interval[1] < 0
+    return Check(name, PASSED if ok else FAILED, s, c, rule, change=change, interval=interval)
+
+
+def _drift_check(name: str, group: str, serving: Scores, candidate: Scores, base: Scores, rules: Rules) -> Check:
+    s, c, b = loss(serving, group), loss(candidate, group), loss(base, group)
+    rule = f"may rise at most {rules.tolerance:.0%} above the original base"
+    if c is None or b is None:
+        return Check(name, NOT_CHECKED, s, c, rule, base=b)
+    paired = paired_change(base.per_key.get((group, "none"), {}), candidate.per_key.get((group, "none"), {}), rules)
+    change = c / b - 1
+    return Check(name, PASSED if change <= rules.tolerance else FAILED, s, c, rule, base=b, change=change,
+                 interval=paired[1] if paired else None)
+
+
+def decide(serving: Scores, candidate: Scores, base: Scores | None = None, rules: Rules = Rules(),
+           comparable: str | None = None) -> GateResult:
+    """Every check (see the module doc). `base`: the original base's scores on the general
+    probes (the serving model's when it is the base). `comparable`: why the two models'
+    losses cannot be compared (different tokenizers), which refuses the candidate."""
     result = GateResult()
-    s_repo, c_repo = loss(serving, "repo"), loss(candidate, "repo")
-    result.checks.append(Check("repo_loss", _both(s_repo, c_repo) and c_repo < s_repo, s_repo, c_repo,
-                               "held-out repo loss must fall"))
-    for group, label in (("general_code", "forgetting_code"), ("general_chat", "forgetting_chat"),
-                         ("instruct", "instruct_loss")):
-        s, c = loss(serving, group), loss(candidate, group)
-        ok = not _both(s, c) or c <= s * (1 + tolerance)
-        result.checks.append(Check(label, ok, s, c, f"may rise at most {tolerance:.0%}"))
-    s_gain, c_gain = context_gain(serving), context_gain(candidate)
-    helps = not _both(s_gain, c_gain) or c_gain > 0 or (s_gain <= 0 and c_gain >= s_gain)
-    result.checks.append(Check("context_helps", helps, s_gain, c_gain,
-                               "relevant neighbours must still lower the loss"))
-    s_pen, c_pen = random_penalty(serving), random_penalty(candidate)
-    margin = tolerance * (s_repo or 0.0)
-    calm = not _both(s_pen, c_pen) or c_pen <= max(s_pen, 0.0) + margin
-    result.checks.append(Check("random_context", calm, s_pen, c_pen,
-                               "random neighbours may hurt no more than before"))
+    if comparable:
+        result.checks.append(Check("comparable", FAILED, None, None, comparable))
+        return result
+    base = serving if base is None else base
+    result.checks.append(_repo_check("repo_loss", "none", serving, candidate, rules))
+    result.checks.append(_repo_check("repo_loss_served", "relevant", serving, candidate, rules))
+    result.checks.append(_drift_check("forgetting_code", "general_code", serving, candidate, base, rules))
+    result.checks.append(_drift_check("forgetting_chat", "general_chat", serving, candidate, base, rules))
+    s, c = loss(serving, "instruct"), loss(candidate, "instruct")
+    rule = f"may rise at most {rules.tolerance:.0%}"
+    status = NOT_CHECKED if s is None or c is None else PASSED if c <= s * (1 + rules.tolerance) else FAILED
+    result.checks.append(Check("instruct_loss", status, s, c, rule, required=False))
+    result.checks.append(_context_check(serving, candidate))
+    result.checks.append(_random_check(serving, candidate, rules))
     return result
 
 
-def _both(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None
+def _context_check(serving: Scores, candidate: Scores) -> Check:
+    s, c = context_gain(serving), context_gain(candidate)
+    rule = "relevant neighbours must still lower the loss"
+    if s is None or c is None:
+        return Check("context_helps", NOT_CHECKED, s, c, rule, required=False)
+    ok = c > 0 or (s <= 0 and c >= s)
+    return Check("context_helps", PASSED if ok else FAILED, s, c, rule, required=False)
+
+
+def _random_check(serving: Scores, candidate: Scores, rules: Rules) -> Check:
+    s, c = random_penalty(serving), random_penalty(candidate)
+    rule = "random neighbours may hurt no more than before"
+    if s is None or c is None:
+        return Check("random_context", NOT_CHECKED, s, c, rule, required=False)
+    ok = c <= max(s, 0.0) + rules.tolerance * (loss(serving, "repo") or 0.0)
+    return Check("random_context", PASSED if ok else FAILED, s, c, rule, required=False)
+
+
+TOKENIZER_PROBE = "def parse_config(path: str) -> dict:\n    return {'naïve': 1, \"κ\": [0x1F, 3.5e-2]}  # ✓\n"
+
+
+def tokenizer_mismatch(serving_gguf, vocab) -> str | None:
+    """Why losses of the serving model cannot be compared with the candidate's (whose tokenizer
+    is `vocab`, the training base's): per-token losses over different tokens mean different
+    things. None when the tokenizers agree."""
+    from pathlib import Path
+
+    if Path(serving_gguf) == Path(vocab.path):
+        return None
+    from codelearn.llm.llama_backend import LlamaVocab
+
+    other = LlamaVocab(Path(serving_gguf))
+    try:
+        same = other.n_vocab == vocab.n_vocab and other.tokenize(TOKENIZER_PROBE) == vocab.tokenize(TOKENIZER_PROBE)
+    finally:
+        other.close()
+    if same:
+        return None
+    return (f"the serving model ({Path(serving_gguf).name}) and the training base ({Path(vocab.path).name}) "
+            "use different tokenizers, so their losses per token are not comparable; serve the base "
+            "(clear the `model` setting) or set train_base to the serving model")

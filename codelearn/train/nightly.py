@@ -258,10 +258,16 @@ class _Run:
     def _tune_search(self) -> None:
         """The search model learns the repo first (its own gate decides); the answer model's
         data then comes from the index it searches. Its failure is reported, not fatal."""
+        from codelearn.train.dataset import DataOptions, heldout_keys
         from codelearn.train.search_tuning import SearchTuneOptions, tune_and_gate
 
+        # what the answer model holds out, the search model must not learn either: eval and the
+        # gate search for held-out code with it
+        options = DataOptions.from_settings(self.settings, since=self.options.since or None)
+        exclude = heldout_keys(self.project, options)
         try:
-            self.report.search = tune_and_gate(self.project, SearchTuneOptions(), self.progress).as_json()
+            self.report.search = tune_and_gate(self.project, SearchTuneOptions(exclude=exclude),
+                                               self.progress).as_json()
         except CodelearnError as exc:
             log.warning("search model not tuned: %s", exc)
             self.report.search = {"error": str(exc)}
@@ -286,6 +292,7 @@ class _Run:
         options = DataOptions.from_settings(self.settings, since=self.options.since or None)
         self.dataset = build_dataset(self.project, self.vocab, options, self.answers)
         self.report.dataset = self.dataset.stats()
+        self.report.dataset["recipe"] = self.dataset.split.recipe(options.seed, options.random_share)
 
     def _train(self) -> None:
         from codelearn.train.hf import prepare_base
@@ -338,7 +345,7 @@ class _Run:
         from codelearn.evaluate.probes import ProbeOptions, all_probes
         from codelearn.evaluate.scoring import ModelRef, ScoreCache, score_probes, scores_json
         from codelearn.train.bases import model_ref
-        from codelearn.train.gate import decide
+        from codelearn.train.gate import Rules, decide, tokenizer_mismatch
 
         options = ProbeOptions(targets=self.settings.gate_targets, neighbours=self.settings.context_neighbours,
                                seed=self.settings.train_seed)
@@ -347,12 +354,18 @@ class _Run:
         cache = ScoreCache(self.project.state / "eval" / "scores.jsonl")
         serving = model_ref(self.serving, "serving")
         candidate = ModelRef("candidate", self.export.model, f"run:{self.report.run_id}", self.export.adapter)
+        base = ModelRef("base", self.base.gguf, self.base.sha256)
+        general = [p for p in probes if p.group in ("general_code", "general_chat")]
         score = {}
-        for ref in (serving, candidate):
+        for ref, scored in ((serving, probes), (candidate, probes), (base, general)):
             score[ref.label] = score_probes(
-                ref, probes, self.vocab, cache=cache, threads=self.settings.threads,
+                ref, scored, self.vocab, cache=cache, threads=self.settings.threads,
                 progress=lambda d, t, label=ref.label: self.progress(f"scoring {label}", d, t))
-        self.gate = decide(score["serving"], score["candidate"], self.settings.forget_tolerance)
+        s = self.settings
+        rules = Rules(tolerance=s.forget_tolerance, min_gain=s.gate_min_gain, confidence=s.gate_confidence,
+                      seed=s.train_seed)
+        self.gate = decide(score["serving"], score["candidate"], score["base"], rules,
+                           comparable=tokenizer_mismatch(self.serving.path, self.vocab))
         self.report.gate = self.gate.as_json()
         self.report.scores = {label: scores_json(s) for label, s in score.items()}
 

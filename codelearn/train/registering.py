@@ -40,7 +40,8 @@ def register_candidate(registry: Registry, project: Project, base: Base, export:
     name = candidate_name(project, report.run_id)
     folder = registry.root / "adapted"
     metrics = {"run_id": report.run_id, "commit": head_commit(project.root), "data_fingerprint": fingerprint,
-               "cut": report.dataset.get("split", {}).get("cut"), "gate": report.gate, "scores": report.scores,
+               "cut": report.dataset.get("split", {}).get("cut"), "split": report.dataset.get("recipe"),
+               "gate": report.gate, "scores": report.scores,
                "export": export.kind, "quant": export.quant,
                "training": {k: report.training.get(k) for k in (
                    "backend", "steps", "tokens", "trained_tokens", "seconds", "tokens_per_s",

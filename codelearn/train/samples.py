@@ -30,8 +30,14 @@ class Sample:
 
     kind: str
     pieces: tuple[Piece, ...]
-    origin: str  # unit key, file, or replay label: what the file-share cap counts
+    origin: str  # a unit key (source:path:line), a file view (source:path:view) or a replay label
     detail: str = ""  # context samples: "similar=S random=R copy=C"
+
+
+def file_of(origin: str) -> str:
+    """The file a sample comes from, `source:path`, for the per-file token cap. Sources hold
+    colons (`lib:acme`), so the origin's last field is what is cut off."""
+    return origin.rsplit(":", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def code_sample(fmt: TextFormat, repo: str, unit: Unit, kind: str = "code") -> S
 def file_samples(fmt: TextFormat, repo: str, units: list[Unit]) -> list[Sample]:
     """Consecutive units of each file joined into views of about FILE_VIEW_CHARS."""
     samples = []
-    for (_, path), group in by_file(units).items():
+    for (source, path), group in by_file(units).items():
         view: list[str] = []
         for unit in group + [None]:
             if unit is not None and sum(map(len, view)) + len(unit.text) <= FILE_VIEW_CHARS:
@@ -62,7 +68,7 @@ def file_samples(fmt: TextFormat, repo: str, units: list[Unit]) -> list[Sample]:
             if len(view) > 1:
                 text = "\n\n".join(view)
                 pieces = fmt.repo_header(repo) + fmt.code_block(path, text, train=True)
-                samples.append(Sample("file", tuple(pieces), path))
+                samples.append(Sample("file", tuple(pieces), f"{source}:{path}:view"))
             view = [unit.text] if unit is not None else []
     return samples
 

@@ -89,6 +89,7 @@ class Pair:
     query: str  # docstring's first sentence
     text: str  # embedding text of the definition without its docstring
     key: str  # the definition's `Unit.key`
+    name: str = ""  # source:path:symbol, which survives edits above the definition (keys hold lines)
 
 
 def _noop(stage: str, done: int, total: int | None, detail: str = "") -> None:
@@ -105,18 +106,28 @@ def repo_pairs(project: Project) -> tuple[list[Pair], list[tuple[str, str]]]:
     from codelearn.index.indexer import embed_text
 
     units = load_units(project.catalog_path)
-    pairs = [Pair(t.sentence, embed_text(stripped_chunk(t)), t.unit.key)
+    pairs = [Pair(t.sentence, embed_text(stripped_chunk(t)), t.unit.key,
+                  f"{t.unit.source}:{t.unit.path}:{t.unit.symbol}")
              for t in find_targets(units) if t.unit.vec_key]
     texts = [(u.key, embed_text(u.as_chunk())) for u in units if u.vec_key]
     return pairs, texts
 
 
 def split(pairs: list[Pair], seed: int) -> tuple[list[Pair], list[Pair]]:
-    """(train, held out): a seeded share of the pairs is held out for the gate."""
-    shuffled = list(pairs)
-    random.Random(seed).shuffle(shuffled)
-    held = min(MAX_HELD, max(MIN_HELD, round(HELD_SHARE * len(shuffled))))
-    return shuffled[held:], shuffled[:held]
+    """(train, held out): the pairs whose seeded hash of their definition's name is lowest are
+    held out for the gate, so that a definition held out today stays held out after tomorrow's
+    commits (a shuffle would hand the next run pairs the serving model was trained on)."""
+    ranked = sorted(pairs, key=lambda p: (_rank(p.name or p.key, seed), p.key))
+    below = sum(1 for p in ranked if _rank(p.name or p.key, seed) < HELD_SHARE)
+    held = min(MAX_HELD, max(MIN_HELD, below))  # the floor and the cap are the only moving parts
+    return ranked[held:], ranked[:held]
+
+
+def _rank(name: str, seed: int) -> float:
+    """A definition's place in [0, 1), fixed by its name and the seed."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2**64
 
 
 # -- the model --------------------------------------------------------------------------
@@ -286,7 +297,8 @@ def tune(model, pairs: Sequence[Pair], options: SearchTuneOptions, progress: Pro
     warmup = max(1, total // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
-    deadline = time.monotonic() + options.max_minutes * 60
+    started = time.monotonic()
+    deadline = started + options.max_minutes * 60
     model.train()
     step, loss_value = 0, None
     rng = random.Random(options.seed)
@@ -312,9 +324,17 @@ def tune(model, pairs: Sequence[Pair], options: SearchTuneOptions, progress: Pro
             schedule.step()
             step += 1
             loss_value = float(loss.item())
-            progress("tune", step, total, f"loss {loss_value:.3f}")
+            progress("tune", step, total, f"loss {loss_value:.3f} · eta {_eta(started, step, total, deadline)}")
     model.eval()
     return step, loss_value
+
+
+def _eta(started: float, step: int, total: int, deadline: float) -> str:
+    """Time left: the steps or the budget, whichever ends first."""
+    from codelearn.progress import duration
+
+    now = time.monotonic()
+    return duration(max(0.0, min((now - started) / step * (total - step), deadline - now)))
 
 
 def _negative(pair: Pair, negatives: dict[str, list[str]], pairs: Sequence[Pair], rng: random.Random) -> str:

@@ -1,0 +1,119 @@
+"""The promotion gate's rules, each on scores built to break the old gate (per-target tallies as
+llama.cpp scoring produces them), and the tokenizer check on two real GGUF files."""
+
+from __future__ import annotations
+
+import random
+
+from codelearn.evaluate.metrics import Tally
+from codelearn.evaluate.scoring import Scores
+from codelearn.train.gate import NOT_CHECKED, Rules, decide, tokenizer_mismatch
+
+TARGETS = 24
+
+
+def _scores(repo: float, served: float | None = None, random_ctx: float | None = None, general: float = 2.0,
+            chat: float = 1.5, noise: float = 0.02, seed: int = 0, targets: int = TARGETS) -> Scores:
+    """Per-target losses around the given means (100 tokens each), as a scored probe set gives."""
+    rng = random.Random(seed)
+    scores = Scores()
+    conditions = {"none": repo, "relevant": repo * 0.9 if served is None else served,
+                  "random": repo * 1.01 if random_ctx is None else random_ctx}
+    for condition, mean in conditions.items():
+        for i in range(targets):
+            loss = mean * (1 + rng.uniform(-noise, noise))
+            scores.add("repo", condition, f"t{i}", Tally(nll=loss * 100, tokens=100, probes=1))
+    for group, mean in (("general_code", general), ("general_chat", chat)):
+        for i in range(12):
+            scores.add(group, "none", f"{group}{i}", Tally(nll=mean * 100, tokens=100, probes=1))
+    return scores
+
+
+def _check(result, name):
+    return next(c for c in result.checks if c.name == name)
+
+
+def test_a_clear_gain_everywhere_is_promoted():
+    result = decide(_scores(2.0), _scores(1.8, seed=1))
+    assert result.promote, result.summary()
+    check = _check(result, "repo_loss")
+    assert check.change < -0.09 and check.interval[1] < 0
+
+
+def test_better_without_context_but_worse_with_it_is_refused():
+    # what `ask` serves is the "relevant" condition: 5% better alone, 50% worse with retrieved code
+    serving, candidate = _scores(2.0, served=1.8), _scores(1.9, served=2.7, seed=1)
+    result = decide(serving, candidate)
+    assert not result.promote
+    assert [c.name for c in result.failed] == ["repo_loss_served", "context_helps"]
+
+
+def test_a_gain_within_noise_is_refused():
+    serving = _scores(2.0, noise=0.05)
+    candidate = _scores(2.0 * (1 - 0.0001), noise=0.05, seed=1)  # 0.01% "better"
+    result = decide(serving, candidate)
+    assert not result.promote
+    assert _check(result, "repo_loss").status == "failed"
+    # a real gain with noisy targets: promoted only when the interval clears zero
+    small = decide(serving, _scores(2.0 * 0.985, noise=0.3, seed=1), rules=Rules(min_gain=0.01))
+    check = _check(small, "repo_loss")
+    assert check.interval[0] < check.change < check.interval[1]
+    assert small.promote == (check.change <= -0.01 and check.interval[1] < 0)
+
+
+def test_forgetting_is_bounded_from_the_original_base_not_from_the_serving_model():
+    base = _scores(2.0, general=2.00, chat=1.50)
+    serving = _scores(2.0, general=2.03, chat=1.52)  # an earlier promotion drifted 1.5%
+    candidate = _scores(1.7, general=2.06, chat=1.54, seed=1)  # +1.5% more: 3% from the base
+    assert not decide(serving, candidate, base).promote
+    drift = _check(decide(serving, candidate, base), "forgetting_code")
+    assert drift.status == "failed" and abs(drift.change - 0.03) < 1e-9 and drift.base == 2.0
+    assert decide(serving, _scores(1.7, general=2.03, chat=1.50, seed=1), base).promote
+
+
+def test_nothing_to_check_is_not_a_pass():
+    empty = Scores()
+    result = decide(empty, empty)
+    assert not result.promote
+    statuses = {c.name: c.status for c in result.checks}
+    assert statuses["repo_loss"] == statuses["repo_loss_served"] == NOT_CHECKED
+    assert statuses["forgetting_code"] == statuses["forgetting_chat"] == NOT_CHECKED
+    saved = result.as_json()["checks"]
+    assert all(c["passed"] is False for c in saved if c["status"] == NOT_CHECKED)
+    # repo probes but no general ones: still no promotion
+    repo_only = Scores()
+    for key, tally in _scores(2.0).per_key[("repo", "none")].items():
+        repo_only.add("repo", "none", key, tally)
+    assert not decide(repo_only, repo_only).promote
+
+
+def test_models_with_different_tokenizers_are_not_compared(tiny_model, tiny_hf, real_converter):
+    from codelearn.llm.llama_backend import LlamaVocab
+    from codelearn.train.bases import hf_base
+
+    other = hf_base(tiny_hf, str(real_converter)).gguf
+    vocab = LlamaVocab(other)
+    try:
+        assert tokenizer_mismatch(other, vocab) is None
+        why = tokenizer_mismatch(tiny_model, vocab)
+    finally:
+        vocab.close()
+    assert why and "different tokenizers" in why
+    result = decide(_scores(2.0), _scores(1.5), comparable=why)
+    assert not result.promote and result.failed[0].name == "comparable"
+
+
+def test_tomorrows_gate_probes_mostly_the_same_targets():
+    from codelearn.corpus.split import Split
+    from codelearn.corpus.units import Unit
+    from codelearn.evaluate.probes import pick_targets
+
+    def unit(i: int, shift: int = 0) -> Unit:
+        return Unit(i, "repo", f"m{i % 5}.py", "python", "function", f"f{i}", 10 * i + shift, 10 * i + shift + 5,
+                    f"def f{i}(): pass", "", False, None)
+
+    today = pick_targets(Split([], [unit(i) for i in range(60)], [], None), 24, seed=0)
+    # after a commit: 10 more new functions, and every old one moved down by 3 lines
+    tomorrow = pick_targets(Split([], [unit(i, 3) for i in range(70)], [], None), 24, seed=0)
+    kept = {u.symbol for u in today} & {u.symbol for u in tomorrow}
+    assert len(today) == len(tomorrow) == 24 and len(kept) >= 18
