@@ -63,6 +63,10 @@ def _answering(section: dict) -> None:
               f"{_f(section.get('where_correct'), 2)}, names the symbol {_f(section.get('names_symbol'), 2)}, "
               f"target among sources {_f(section.get('target_in_sources'), 2)}, citations verified "
               f"{cites.get('verified', 0)}/{cites.get('total', 0)}")
+    facts = section.get("facts")
+    if facts and facts.get("questions"):
+        rights = ", ".join(f"{model} {n}/{facts['questions']}" for model, n in facts["right"].items())
+        out.print(f"facts right (literal answers about held-out code, asked through `ask`): {rights}")
 
 
 def render_report(report: dict) -> None:

@@ -31,7 +31,8 @@ def test_json_schema_and_plot_before_any_training(train_repo):
     assert report["schema"] == 1 and report["models"]["adapted"] is None
     assert set(report) >= {"repo", "time", "quick", "models", "retrieval", "learning", "notes", "seconds", "files"}
     conditions = report["learning"]["conditions"]
-    assert set(conditions) == {"base", "base+retrieval"}
+    assert set(conditions) == {"base", "base+retrieval", "base+search"}
+    assert report["machine"]["cpu"] and report["machine"]["cores"] >= 1
     for row in conditions.values():
         assert row["loss"] > 0 and 0 <= row["next_line_exact"] <= 1 and row["tokens"] > 0
     assert any("no trained model" in note for note in report["notes"])
@@ -53,7 +54,8 @@ def test_learning_numbers_move_the_right_way_for_a_good_candidate(train_repo, mo
     assert report["learning"]["split"]["heldout_random"] == trained_split["heldout_random"]
     assert report["learning"]["split"]["train_chunks"] == trained_split["train_chunks"]
     conditions = report["learning"]["conditions"]
-    assert set(conditions) == {"base", "base+retrieval", "adapted", "adapted+retrieval"}
+    assert set(conditions) == {"base", "base+retrieval", "base+search", "adapted", "adapted+retrieval",
+                               "adapted+search"}
     assert conditions["adapted"]["loss"] < conditions["base"]["loss"]
     assert conditions["adapted+retrieval"]["loss"] < conditions["base+retrieval"]["loss"]
     # the eval holds out exactly what the candidate never saw: its own cut
@@ -119,3 +121,27 @@ def test_eval_without_an_index_says_what_to_do(tmp_path):
     repo = make_repo(tmp_path / "empty", {"a.py": "x = 1\n"})
     result = CliRunner().invoke(app, ["eval", "-C", str(repo)])
     assert result.exit_code == 1 and "codelearn index" in result.output
+
+
+def test_the_search_condition_asks_as_a_user_would_and_never_shows_the_target(train_repo):
+    from codelearn.corpus.units import load_units
+    from codelearn.evaluate.served import SearchNeighbours, question_for
+    from codelearn.llm.llama_backend import LlamaVocab
+    from codelearn.train.bases import serving_model
+
+    project = open_project(train_repo)
+    run_index(project, wait=True)
+    target = next(u for u in load_units(project.catalog_path) if u.symbol == "frobnicate_widget")
+    assert question_for(target) == "Turn the widget's knob `times` times and report where it stopped."
+    vocab = LlamaVocab(serving_model(project, Registry()).path)
+    search = SearchNeighbours(project, vocab)
+    try:
+        shown = search(target, 300)
+    finally:
+        search.close()
+    assert shown, "the search found nothing"
+    # the other widget function is found (same file, same words), the target itself never
+    assert any(u.path == "lib/widgets.py" for u in shown)
+    assert not any(u.path == target.path and u.start_line <= target.end_line and target.start_line <= u.end_line
+                   for u in shown)
+    assert sum(len(vocab.tokenize(u.text)) for u in shown) <= 300

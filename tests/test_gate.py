@@ -13,12 +13,15 @@ TARGETS = 24
 
 
 def _scores(repo: float, served: float | None = None, random_ctx: float | None = None, general: float = 2.0,
-            chat: float = 1.5, noise: float = 0.02, seed: int = 0, targets: int = TARGETS) -> Scores:
+            chat: float = 1.5, noise: float = 0.02, seed: int = 0, targets: int = TARGETS,
+            searched: float | None = None) -> Scores:
     """Per-target losses around the given means (100 tokens each), as a scored probe set gives."""
     rng = random.Random(seed)
     scores = Scores()
     conditions = {"none": repo, "relevant": repo * 0.9 if served is None else served,
                   "random": repo * 1.01 if random_ctx is None else random_ctx}
+    if searched is not None:
+        conditions["retrieved"] = searched
     for condition, mean in conditions.items():
         for i in range(targets):
             loss = mean * (1 + rng.uniform(-noise, noise))
@@ -41,11 +44,22 @@ def test_a_clear_gain_everywhere_is_promoted():
 
 
 def test_better_without_context_but_worse_with_it_is_refused():
-    # what `ask` serves is the "relevant" condition: 5% better alone, 50% worse with retrieved code
+    # without a search condition scored, the oracle's neighbours stand for what `ask` serves:
+    # 5% better alone, 50% worse with them
     serving, candidate = _scores(2.0, served=1.8), _scores(1.9, served=2.7, seed=1)
     result = decide(serving, candidate)
     assert not result.promote
     assert [c.name for c in result.failed] == ["repo_loss_served", "context_helps"]
+
+
+def test_the_served_condition_is_what_search_finds_when_it_was_scored():
+    # better with the oracle's neighbours, worse with what `ask`'s search really shows
+    serving = _scores(2.0, served=1.8, searched=1.9)
+    candidate = _scores(1.8, served=1.6, searched=2.1, seed=1)
+    result = decide(serving, candidate)
+    assert [c.name for c in result.failed] == ["repo_loss_served"]
+    assert "what search finds" in result.failed[0].rule
+    assert decide(serving, _scores(1.8, served=1.6, searched=1.7, seed=1)).promote
 
 
 def test_a_gain_within_noise_is_refused():

@@ -1,8 +1,9 @@
 """What learning buys, on held-out code the trained model never saw.
 
-Four conditions on the same scored tokens: base, base + retrieval, adapted,
-adapted + retrieval (retrieval = similar training chunks before the target,
-as `ask` would supply). Beside them: forgetting (unseen general code and the
+Conditions on the same scored tokens: base and adapted, each alone, with
+retrieval (the training chunks most similar to the target: an oracle, the
+upper bound) and with search (what `ask`'s own search finds for a question
+about the target, the target left out: what a user gets). Beside them: forgetting (unseen general code and the
 base model's own chat answers, base vs adapted), context use (relevant vs
 random vs no neighbours) and how much of the adapted model's gain is repo
 knowledge rather than generic code-format adaptation (the repo change minus
@@ -18,7 +19,8 @@ from codelearn.evaluate.metrics import Tally, relative_change
 from codelearn.evaluate.scoring import Scores, ScoreCache, ModelRef, score_probes, scores_json
 
 CONDITIONS = {"base": ("base", "none"), "base+retrieval": ("base", "relevant"),
-              "adapted": ("adapted", "none"), "adapted+retrieval": ("adapted", "relevant")}
+              "base+search": ("base", "retrieved"), "adapted": ("adapted", "none"),
+              "adapted+retrieval": ("adapted", "relevant"), "adapted+search": ("adapted", "retrieved")}
 
 
 @dataclass(frozen=True)

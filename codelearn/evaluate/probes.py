@@ -4,9 +4,10 @@ Groups: `repo` (held-out repo code: new since the cut, or the random slice),
 `instruct` (chat questions about held-out code, answered from the index),
 `general_code` (stdlib modules never used for replay) and `general_chat` (the
 base model's own answers to held-out generic prompts). Repo probes come in
-three conditions with the *same* scored target: `none` (the file alone),
-`relevant` (similar training chunks before it, as retrieval would supply) and
-`random` (random training chunks before it).
+conditions with the *same* scored target: `none` (the file alone), `relevant`
+(the training chunks most similar to the target: an oracle's retrieval),
+`random` (random training chunks before it) and, where a search is given,
+`retrieved` (what `ask`'s own search finds for a question about the target).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 from codelearn.corpus.formats import Encoded, Piece, TextFormat, Vocab, chat_pieces, encode
 from codelearn.corpus.neighbours import Neighbours
@@ -22,7 +24,8 @@ from codelearn.corpus.split import Split
 from codelearn.corpus.units import Unit
 from codelearn.train.samples import INSTRUCT_SYSTEM, context_pieces, instruct_pairs
 
-CONDITIONS = ("none", "relevant", "random")
+CONDITIONS = ("none", "relevant", "random", "retrieved")
+Retrieve = Callable[[Unit, int], list[Unit]]  # (target, token budget) -> what search would show
 GROUPS = ("repo", "instruct", "general_code", "general_chat")
 
 
@@ -84,16 +87,21 @@ def pick_targets(split: Split, count: int, seed: int) -> list[Unit]:
 
 
 def repo_probes(targets: list[Unit], *, vocab: Vocab, fmt: TextFormat, repo: str, finder: Neighbours,
-                options: ProbeOptions) -> list[Probe]:
-    """Each target in the three context conditions, the scored tokens identical in all."""
+                options: ProbeOptions, retrieve: Retrieve | None = None) -> list[Probe]:
+    """Each target in the three context conditions (four with `retrieve`: what `ask`'s search
+    finds for a question about it), the scored tokens identical in all."""
     probes = []
-    per_neighbour = max(32, (options.max_tokens - options.target_tokens - 32) // max(1, options.neighbours))
+    room = options.max_tokens - options.target_tokens - 32
+    per_neighbour = max(32, room // max(1, options.neighbours))
     for unit in targets:
         target = _clipped(unit, vocab, options.target_tokens)
         contexts = {"none": [], "relevant": finder.similar(unit, options.neighbours),
                     "random": finder.random(unit, options.neighbours)}
+        if retrieve is not None:
+            contexts["retrieved"] = retrieve(unit, room)
         for condition, neighbours in contexts.items():
-            shown = [_clipped(n, vocab, per_neighbour) for n in neighbours]
+            shown = neighbours if condition == "retrieved" else [_clipped(n, vocab, per_neighbour)
+                                                                  for n in neighbours]
             pieces = context_pieces(fmt, repo, target, shown)
             probes.append(Probe("repo", condition, unit.key, encode(pieces, vocab, options.max_tokens)))
     return probes
@@ -129,14 +137,16 @@ def general_probes(code: list[Unit], answers: dict[str, str], prompts: list[str]
 
 
 def all_probes(split: Split, finder: Neighbours, fmt: TextFormat, vocab: Vocab, repo: str,
-               answers: dict[str, str] | None, options: ProbeOptions) -> list[Probe]:
-    """The full probe set for one split: repo (3 conditions), instruct, general code and chat."""
+               answers: dict[str, str] | None, options: ProbeOptions, retrieve: Retrieve | None = None
+               ) -> list[Probe]:
+    """The full probe set for one split: repo (3 or 4 conditions), instruct, general code and chat."""
     from codelearn.corpus.general import general_units, prompt_halves
     from codelearn.train.samples import definitions
 
     targets = pick_targets(split, options.targets, options.seed)
     defined = definitions(split.train + split.heldout)
-    probes = repo_probes(targets, vocab=vocab, fmt=fmt, repo=repo, finder=finder, options=options)
+    probes = repo_probes(targets, vocab=vocab, fmt=fmt, repo=repo, finder=finder, options=options,
+                         retrieve=retrieve)
     probes += instruct_probes(targets, vocab=vocab, defined=defined, options=options)
     code = general_units("probe", max(1, options.general), options.seed, exclude=split.train + split.heldout)
     probes += general_probes(code, answers or {}, prompt_halves(options.seed)[1], vocab=vocab, fmt=fmt,

@@ -31,9 +31,9 @@ class EvalOptions:
     def sizes(self) -> dict:
         if self.quick:
             return {"retrieval": 40, "targets": 3, "neighbours": 2, "target_tokens": 96, "general": 2,
-                    "answers": 0}
+                    "answers": 0, "facts": 0}
         return {"retrieval": 200, "targets": 24, "neighbours": 3, "target_tokens": 256, "general": 12,
-                "answers": 6}
+                "answers": 6, "facts": 12}
 
 
 def _noop(stage: str, done: int, total: int | None, detail: str = "") -> None:
@@ -125,8 +125,14 @@ class _Eval:
         options = ProbeOptions(targets=self.sizes["targets"], neighbours=self.sizes["neighbours"],
                                target_tokens=self.sizes["target_tokens"], general=self.sizes["general"],
                                seed=self.project.settings.train_seed)
-        probes = all_probes(split, finder, TextFormat.for_vocab(vocab), vocab, self.project.root.name,
-                            self._answers(), options)
+        from codelearn.evaluate.served import SearchNeighbours
+
+        search = SearchNeighbours(self.project, vocab)
+        try:
+            probes = all_probes(split, finder, TextFormat.for_vocab(vocab), vocab, self.project.root.name,
+                                self._answers(), options, retrieve=search)
+        finally:
+            search.close()
         scored = score_models(self._models(), probes, vocab,
                               cache=ScoreCache(self.project.state / "eval" / "scores.jsonl"),
                               threads=self.project.settings.threads, progress=self.progress)
@@ -158,9 +164,21 @@ class _Eval:
         from codelearn.evaluate.answering import answering_section
 
         split = self.split()
-        return answering_section(self.project, split.new or split.random, limit=self.sizes["answers"],
-                                 seed=self.project.settings.train_seed,
-                                 progress=lambda d, t: self.progress("answering", d, t))
+        section = answering_section(self.project, split.new or split.random, limit=self.sizes["answers"],
+                                    seed=self.project.settings.train_seed,
+                                    progress=lambda d, t: self.progress("answering", d, t))
+        if self.sizes["facts"]:
+            section["facts"] = self.facts(split)
+        return section
+
+    def facts(self, split) -> dict:
+        """Fact questions about held-out code, to the base and the adapted model (both with search)."""
+        from codelearn.corpus.units import load_units
+        from codelearn.evaluate.facts import ask_facts, build_facts
+
+        facts = build_facts(split.new or split.random, load_units(self.project.catalog_path), self.sizes["facts"])
+        models = {"base": self.base.name} | ({"adapted": self.adapted.name} if self.adapted else {})
+        return ask_facts(self.project, facts, models, progress=self.progress)
 
 
 def run_eval(project: Project, options: EvalOptions, progress: Progress = _noop) -> dict:

@@ -7,8 +7,9 @@ base model's own chat answers) through llama.cpp on the files that would be
 served; the original base is scored on the general probes (cached), so that
 forgetting is bounded in total, not per promotion. Rules:
 
-- repo code must get better both without context and with retrieved neighbours
-  (what `ask` serves): the loss falls by at least `min_gain` and a paired bootstrap
+- repo code must get better both without context and with what `ask`'s own search finds
+  for a question about it (the served condition; the oracle neighbours when no search is
+  given): the loss falls by at least `min_gain` and a paired bootstrap
   over the probed targets puts the whole confidence interval below zero;
 - general code and chat may drift at most `tolerance` from the *base*, whatever
   earlier promotions did;
@@ -144,7 +145,8 @@ def paired_change(before: dict[str, Tally], after: dict[str, Tally], rules: Rule
 
 def _repo_check(name: str, condition: str, serving: Scores, candidate: Scores, rules: Rules) -> Check:
     s, c = loss(serving, "repo", condition), loss(candidate, "repo", condition)
-    rule = (f"held-out repo loss{' with retrieved code' if condition == 'relevant' else ''} must fall by "
+    context = {"retrieved": " with what search finds", "relevant": " with similar code before it"}.get(condition, "")
+    rule = (f"held-out repo loss{context} must fall by "
             f"≥{rules.min_gain:.0%}, {rules.confidence:.0%} interval below 0")
     paired = paired_change(serving.per_key.get(("repo", condition), {}),
                            candidate.per_key.get(("repo", condition), {}), rules)
@@ -177,7 +179,8 @@ def decide(serving: Scores, candidate: Scores, base: Scores | None = None, rules
         return result
     base = serving if base is None else base
     result.checks.append(_repo_check("repo_loss", "none", serving, candidate, rules))
-    result.checks.append(_repo_check("repo_loss_served", "relevant", serving, candidate, rules))
+    served = "retrieved" if ("repo", "retrieved") in serving.per_key else "relevant"
+    result.checks.append(_repo_check("repo_loss_served", served, serving, candidate, rules))
     result.checks.append(_drift_check("forgetting_code", "general_code", serving, candidate, base, rules))
     result.checks.append(_drift_check("forgetting_chat", "general_chat", serving, candidate, base, rules))
     s, c = loss(serving, "instruct"), loss(candidate, "instruct")

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_BUSY = 0, 1, 3, 75
 PROGRESS_INTERVAL_S = 60.0  # a plain progress line in train.log at least this often
-SLOW_START_S = 60.0  # a first step still unfinished after this long is reported, with the fix
+SLOW_START_S = 60.0  # a first step still unfinished after this long is reported, with the fix,
+SLOW_STEP_S = 3600.0  # when no sequence is done yet, or one step would outlast the budget (or this)
 progress_log = logging.getLogger("codelearn.train.progress")
 Progress = Callable[..., None]  # progress(stage, done, total, detail="")
 
@@ -213,7 +214,8 @@ class _Run:
         self._handler = handler
 
     def _slow_start(self) -> str | None:
-        """After a minute without a finished first step: say so, how slow, and what to change."""
+        """After a minute without a finished first step, if the pace says that step will outlast the
+        budget (or no sequence is done yet): say so, how slow, and what to change."""
         state, started = self.loop_state, self.loop_started
         if started is None or (state is not None and state.step > 0):
             return None
@@ -230,6 +232,8 @@ class _Run:
         fix = ("set train_dtype = fp32 (bf16 is slow on CPUs without AVX512-BF16 or AMX)"
                if "bf16" in self.precision.precision else
                "train a smaller model (train_base) or shorter samples, or give it a GPU")
+        if done and per_step <= (budget or SLOW_STEP_S):
+            return None  # slow to start but on pace (a 0.5B step takes about a minute on 2 cores)
         over = f", longer than the whole {duration(budget)} budget" if budget and per_step > budget else ""
         return (f"The first training step is not done after {duration(waited)} ({done} of {accum} sequences): "
                 f"{'about' if done else 'at least'} {duration(per_step)} per step{over}. Training in "
@@ -342,15 +346,19 @@ class _Run:
         self.report.export = self.export.as_json()
 
     def _gate(self) -> None:
-        from codelearn.evaluate.probes import ProbeOptions, all_probes
         from codelearn.evaluate.scoring import ModelRef, ScoreCache, score_probes, scores_json
         from codelearn.train.bases import model_ref
         from codelearn.train.gate import Rules, decide, tokenizer_mismatch
 
-        options = ProbeOptions(targets=self.settings.gate_targets, neighbours=self.settings.context_neighbours,
-                               seed=self.settings.train_seed)
-        d = self.dataset
-        probes = all_probes(d.split, d.finder, d.fmt, self.vocab, d.repo_name, self.answers, options)
+        s = self.settings
+        rules = Rules(tolerance=s.forget_tolerance, min_gain=s.gate_min_gain, confidence=s.gate_confidence,
+                      seed=s.train_seed)
+        why_not = tokenizer_mismatch(self.serving.path, self.vocab)
+        if why_not:  # scoring the serving model would compare per-token losses over other tokens
+            self.gate = decide({}, {}, rules=rules, comparable=why_not)
+            self.report.gate = self.gate.as_json()
+            return
+        probes = self._gate_probes()
         cache = ScoreCache(self.project.state / "eval" / "scores.jsonl")
         serving = model_ref(self.serving, "serving")
         candidate = ModelRef("candidate", self.export.model, f"run:{self.report.run_id}", self.export.adapter)
@@ -359,15 +367,26 @@ class _Run:
         score = {}
         for ref, scored in ((serving, probes), (candidate, probes), (base, general)):
             score[ref.label] = score_probes(
-                ref, scored, self.vocab, cache=cache, threads=self.settings.threads,
+                ref, scored, self.vocab, cache=cache, threads=s.threads,
                 progress=lambda d, t, label=ref.label: self.progress(f"scoring {label}", d, t))
-        s = self.settings
-        rules = Rules(tolerance=s.forget_tolerance, min_gain=s.gate_min_gain, confidence=s.gate_confidence,
-                      seed=s.train_seed)
-        self.gate = decide(score["serving"], score["candidate"], score["base"], rules,
-                           comparable=tokenizer_mismatch(self.serving.path, self.vocab))
+        self.gate = decide(score["serving"], score["candidate"], score["base"], rules)
         self.report.gate = self.gate.as_json()
-        self.report.scores = {label: scores_json(s) for label, s in score.items()}
+        self.report.scores = {label: scores_json(scores) for label, scores in score.items()}
+
+    def _gate_probes(self) -> list:
+        """The held-out probes, with what `ask`'s own search shows for each target (the served condition)."""
+        from codelearn.evaluate.probes import ProbeOptions, all_probes
+        from codelearn.evaluate.served import SearchNeighbours
+
+        options = ProbeOptions(targets=self.settings.gate_targets, neighbours=self.settings.context_neighbours,
+                               seed=self.settings.train_seed)
+        d = self.dataset
+        search = SearchNeighbours(self.project, self.vocab)
+        try:
+            return all_probes(d.split, d.finder, d.fmt, self.vocab, d.repo_name, self.answers, options,
+                              retrieve=search)
+        finally:
+            search.close()
 
     def _decide(self) -> None:
         from codelearn.train.registering import register_candidate

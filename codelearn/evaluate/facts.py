@@ -1,0 +1,172 @@
+"""Questions about held-out code whose answers are literal facts a string match can check.
+
+"What does X do?" cannot be judged without a person; "Which exception does X raise?" can:
+the answer is right when it names `ValueError`. From each held-out Python definition this
+reads (with `ast`, never a model) the facts a user asks about and the code states outright:
+
+- the exception it raises (`raise NotFound(...)` → `NotFound`);
+- a parameter's default (`def f(x, retries=3)` → `3`);
+- a helper it calls that the repo defines (`_normalise(...)` → `_normalise`);
+- the string constant it returns (`return "v1/"` → `v1/`);
+- the file it lives in, and for a method its class.
+
+Each question is asked through the real `ask` pipeline (retrieval included) with every model
+being compared, and judged by whether the answer holds the fact.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from codelearn.corpus.units import Unit
+
+MAX_PER_UNIT = 2  # facts asked per definition, so that one long function does not dominate
+MIN_LITERAL = 2  # shorter returned strings ("", "x") match by accident
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One question and the literal its answer must contain."""
+
+    kind: str  # raises | default | calls | returns | file | class
+    question: str
+    answer: str  # the literal fact
+    key: str  # the unit asked about
+    path: str
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def _name(unit: Unit) -> str:
+    return unit.symbol.rsplit(".", 1)[-1]
+
+
+def _function(unit: Unit) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(unit.text))
+    except SyntaxError:
+        return None
+    node = tree.body[0] if tree.body else None
+    return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+
+
+def _raised(fn) -> list[str]:
+    names = []
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(target, ast.Name) and target.id[:1].isupper():
+                names.append(target.id)
+            elif isinstance(target, ast.Attribute) and target.attr[:1].isupper():
+                names.append(target.attr)
+    return list(dict.fromkeys(names))
+
+
+def _defaults(fn) -> list[tuple[str, str]]:
+    args = fn.args.posonlyargs + fn.args.args
+    pairs = list(zip([a.arg for a in args[len(args) - len(fn.args.defaults):]], fn.args.defaults))
+    pairs += [(a.arg, d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None]
+    out = []
+    for name, node in pairs:
+        if isinstance(node, ast.Constant) and node.value is not None and not isinstance(node.value, bool) \
+                and len(repr(node.value)) >= 1:
+            out.append((name, ast.unparse(node)))
+    return out
+
+
+def _calls(fn, defined: set[str]) -> list[str]:
+    names = []
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call):
+            callee = node.func.id if isinstance(node.func, ast.Name) else \
+                node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            if callee in defined and callee != fn.name:
+                names.append(callee)
+    return list(dict.fromkeys(names))
+
+
+def _returned_strings(fn) -> list[str]:
+    out = []
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant) \
+                and isinstance(node.value.value, str) and len(node.value.value.strip()) >= MIN_LITERAL:
+            out.append(node.value.value)
+    return list(dict.fromkeys(out))
+
+
+def facts_for(unit: Unit, defined: set[str]) -> list[Fact]:
+    """The checkable facts of one held-out Python definition, most specific first."""
+    name, facts = _name(unit), []
+
+    def add(kind: str, question: str, answer: str) -> None:
+        facts.append(Fact(kind, question, answer, unit.key, unit.path))
+
+    fn = _function(unit) if unit.language == "python" else None
+    if fn is not None:
+        for exc in _raised(fn)[:1]:
+            add("raises", f"Which exception does `{name}` raise?", exc)
+        for param, value in _defaults(fn)[:1]:
+            add("default", f"What is the default value of the `{param}` parameter of `{name}`?", value)
+        for string in _returned_strings(fn)[:1]:
+            add("returns", f"What string does `{name}` return?", string)
+        for helper in _calls(fn, defined)[:1]:
+            add("calls", f"Which function defined in this repo does `{name}` call?", helper)
+    if "." in unit.symbol and unit.kind == "method":
+        add("class", f"Which class defines the method `{name}`?", unit.symbol.rsplit(".", 2)[-2])
+    add("file", f"In which file is `{name}` defined?", unit.path.rsplit("/", 1)[-1])
+    return facts[:MAX_PER_UNIT]
+
+
+def holds(answer_text: str, fact: Fact) -> bool:
+    """Does the answer state the fact? Identifiers as whole words; literals verbatim."""
+    if fact.kind in ("raises", "calls", "class", "file"):
+        return re.search(rf"(?<![\w.]){re.escape(fact.answer)}(?!\w)", answer_text) is not None
+    wanted = fact.answer.strip("'\"") if fact.kind == "default" else fact.answer
+    return wanted in answer_text
+
+
+def build_facts(units: list[Unit], everything: list[Unit], limit: int) -> list[Fact]:
+    """Up to `limit` facts about `units` (held-out code), spread over as many definitions as
+    possible; `everything` names the repo's own functions (what counts as a helper)."""
+    defined = {_name(u) for u in everything if u.symbol and u.kind in ("function", "method")}
+    names = [_name(u) for u in units if u.symbol]
+    unique = {n for n in names if names.count(n) == 1}  # an ambiguous name has no single answer
+    per_unit = [facts_for(u, defined) for u in sorted(units, key=lambda u: u.key)
+                if u.symbol and u.kind in ("function", "method", "class") and _name(u) in unique]
+    out: list[Fact] = []
+    for round_ in range(MAX_PER_UNIT):  # first fact of every definition, then the second ones
+        out += [facts[round_] for facts in per_unit if len(facts) > round_]
+    return out[:limit]
+
+
+def ask_facts(project, facts: list[Fact], models: dict[str, str], *, max_tokens: int = 96,
+              progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Each fact's question to each model through `ask` (retrieval included); the answers and
+    how many facts each model got right."""
+    from codelearn.ask.pipeline import AskOptions, open_conversation
+
+    options = AskOptions.from_settings(project.settings, answer_tokens=max_tokens, temperature=0.0)
+    items = [{**f.as_json(), "answers": {}} for f in facts]
+    right: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    for label, model in models.items():
+        started = time.perf_counter()
+        with open_conversation(project, options, model) as conversation:
+            for done, (fact, item) in enumerate(zip(facts, items), 1):
+                conversation.reset()
+                text = conversation.ask(fact.question).text
+                item["answers"][label] = {"text": text, "right": holds(text, fact)}
+                right[label] = right.get(label, 0) + holds(text, fact)
+                if progress:
+                    progress(f"facts ({label})", done, len(facts))
+        seconds[label] = round(time.perf_counter() - started, 1)
+    return {"questions": len(facts), "right": right,
+            "share_right": {m: round(n / len(facts), 4) for m, n in right.items()} if facts else {},
+            "seconds": seconds, "items": items}
