@@ -6,7 +6,7 @@ reads (with `ast`, never a model) the facts a user asks about and the code state
 
 - the exception it raises (`raise NotFound(...)` → `NotFound`);
 - a parameter's default (`def f(x, retries=3)` → `3`);
-- a helper it calls that the repo defines (`_normalise(...)` → `_normalise`);
+- a helper it calls by name that the repo defines (`_normalise(...)` → `_normalise`);
 - the string constant it returns (`return "v1/"` → `v1/`);
 - the file it lives in, and for a method its class.
 
@@ -26,6 +26,7 @@ from codelearn.corpus.units import Unit
 
 MAX_PER_UNIT = 2  # facts asked per definition, so that one long function does not dominate
 MIN_LITERAL = 2  # shorter returned strings ("", "x") match by accident
+MIN_NAME = 4  # shorter helper names ("f", "run") match by accident
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,13 @@ def _defaults(fn) -> list[tuple[str, str]]:
 
 
 def _calls(fn, defined: set[str]) -> list[str]:
+    """Repo functions called by plain name: `obj.get(...)` may be any object's method (a dict's
+    `get`), so attribute calls are no fact."""
     names = []
     for node in ast.walk(fn):
-        if isinstance(node, ast.Call):
-            callee = node.func.id if isinstance(node.func, ast.Name) else \
-                node.func.attr if isinstance(node.func, ast.Attribute) else ""
-            if callee in defined and callee != fn.name:
-                names.append(callee)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in defined and node.func.id != fn.name and len(node.func.id) >= MIN_NAME:
+                names.append(node.func.id)
     return list(dict.fromkeys(names))
 
 
