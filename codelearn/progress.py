@@ -16,6 +16,15 @@ from typing import Callable
 Check = Callable[[], "str | None"]
 
 
+def time_left(elapsed: float, done: int, total: int, budget: float = 0.0) -> float | None:
+    """Seconds until `total` at the pace so far, or until the `budget` ends if sooner (None before
+    anything is done)."""
+    if not done:
+        return None
+    left = elapsed / done * (total - done)
+    return max(0.0, min(left, budget - elapsed) if budget else left)
+
+
 def duration(seconds: float) -> str:
     """90 -> '1m30s', 4000 -> '1h06m'."""
     seconds = int(seconds)
@@ -79,7 +88,7 @@ class ProgressLog:
             parts.append(detail)
         elapsed = now - self._stage_started
         if total and done and "eta" not in detail:
-            parts.append(f"eta {duration(elapsed / done * (total - done))}")
+            parts.append(f"eta {duration(time_left(elapsed, done, total))}")
         parts.append(f"{duration(elapsed)} in this stage")
         if now - self._last_change >= self.interval:
             parts.append(f"no progress for {duration(now - self._last_change)}")

@@ -46,10 +46,15 @@ class Split:
                 "cut": self.cut.as_json() if self.cut else None}
 
 
+def stable_fraction(name: str, seed: int) -> float:
+    """A place in [0, 1) fixed by `name` and `seed`: what holds things out the same way on every run."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def in_random_slice(path: str, share: float, seed: int) -> bool:
     """Stable per file: the same files are held out on every run with the same seed."""
-    digest = hashlib.sha256(f"{seed}:{path}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
+    return stable_fraction(path, seed) < share
 
 
 def split_units(units: list[Unit], added: dict[str, set[int]], *, random_share: float,

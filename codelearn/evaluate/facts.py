@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from codelearn.corpus.units import Unit
+from codelearn.evaluate.answering import bare_name
 
 MAX_PER_UNIT = 2  # facts asked per definition, so that one long function does not dominate
 MIN_LITERAL = 2  # shorter returned strings ("", "x") match by accident
@@ -44,7 +45,7 @@ class Fact:
 
 
 def _name(unit: Unit) -> str:
-    return unit.symbol.rsplit(".", 1)[-1]
+    return bare_name(unit.symbol)
 
 
 def _function(unit: Unit) -> ast.FunctionDef | ast.AsyncFunctionDef | None:

@@ -20,7 +20,7 @@ from typing import Callable
 from codelearn.corpus.formats import Encoded, Piece, TextFormat, Vocab, chat_pieces, encode
 from codelearn.corpus.neighbours import Neighbours
 from codelearn.corpus.selfreplay import chat_messages
-from codelearn.corpus.split import Split
+from codelearn.corpus.split import Split, stable_fraction
 from codelearn.corpus.units import Unit
 from codelearn.train.samples import INSTRUCT_SYSTEM, context_pieces, instruct_pairs
 
@@ -79,8 +79,7 @@ def pick_targets(split: Split, count: int, seed: int) -> list[Unit]:
     hash of each definition's name, not drawn: after another commit the gate probes mostly the
     same targets, and finds the serving model's scores for them in its cache."""
     def ranked(units: list[Unit]) -> list[Unit]:
-        return sorted(units, key=lambda u: (hashlib.sha256(f"{seed}:{u.source}:{u.path}:{u.symbol}".encode())
-                                            .digest(), u.key))
+        return sorted(units, key=lambda u: (stable_fraction(f"{u.source}:{u.path}:{u.symbol}", seed), u.key))
 
     new = ranked(split.new)[:count]
     return new + ranked(split.random)[:count - len(new)]

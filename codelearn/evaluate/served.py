@@ -14,16 +14,16 @@ from codelearn.ask.context import merge_hits, pack
 from codelearn.corpus.doc import docstring, first_sentence
 from codelearn.corpus.formats import Vocab
 from codelearn.corpus.units import Unit
+from codelearn.evaluate.retrieval import MIN_SENTENCE_WORDS
 from codelearn.project import Project
 
-MIN_WORDS = 4  # a shorter docstring sentence is no question; the signature is asked instead
 HEADER_TOKENS = 12  # what a file header costs in the probe's own format, beyond the code
 
 
 def question_for(unit: Unit) -> str:
     """What a user might ask to find `unit`: its docstring's first sentence, else its first line."""
     sentence = first_sentence(docstring(unit.text, unit.language))
-    if len(sentence.split()) >= MIN_WORDS:
+    if len(sentence.split()) >= MIN_SENTENCE_WORDS:  # shorter: the signature is asked instead
         return sentence
     return next((line.strip() for line in unit.text.splitlines() if line.strip()), unit.symbol)
 

@@ -117,17 +117,12 @@ def split(pairs: list[Pair], seed: int) -> tuple[list[Pair], list[Pair]]:
     """(train, held out): the pairs whose seeded hash of their definition's name is lowest are
     held out for the gate, so that a definition held out today stays held out after tomorrow's
     commits (a shuffle would hand the next run pairs the serving model was trained on)."""
-    ranked = sorted(pairs, key=lambda p: (_rank(p.name or p.key, seed), p.key))
-    below = sum(1 for p in ranked if _rank(p.name or p.key, seed) < HELD_SHARE)
+    from codelearn.corpus.split import stable_fraction
+
+    ranked = sorted(((stable_fraction(p.name or p.key, seed), p.key, p) for p in pairs), key=lambda t: t[:2])
+    below = sum(1 for place, _, _ in ranked if place < HELD_SHARE)
     held = min(MAX_HELD, max(MIN_HELD, below))  # the floor and the cap are the only moving parts
-    return ranked[held:], ranked[:held]
-
-
-def _rank(name: str, seed: int) -> float:
-    """A definition's place in [0, 1), fixed by its name and the seed."""
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2**64
+    return [p for _, _, p in ranked[held:]], [p for _, _, p in ranked[:held]]
 
 
 # -- the model --------------------------------------------------------------------------
@@ -331,10 +326,9 @@ def tune(model, pairs: Sequence[Pair], options: SearchTuneOptions, progress: Pro
 
 def _eta(started: float, step: int, total: int, deadline: float) -> str:
     """Time left: the steps or the budget, whichever ends first."""
-    from codelearn.progress import duration
+    from codelearn.progress import duration, time_left
 
-    now = time.monotonic()
-    return duration(max(0.0, min((now - started) / step * (total - step), deadline - now)))
+    return duration(time_left(time.monotonic() - started, step, total, deadline - started))
 
 
 def _negative(pair: Pair, negatives: dict[str, list[str]], pairs: Sequence[Pair], rng: random.Random) -> str:

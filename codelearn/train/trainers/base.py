@@ -32,10 +32,9 @@ class LoopState:
     @property
     def eta_s(self) -> float | None:
         """Seconds left: the data or the budget, whichever ends first (None before a sequence)."""
-        if not self.sequences:
-            return None
-        left = (self.sequences_planned - self.sequences) * self.seconds / self.sequences
-        return max(0.0, min(left, self.budget_s - self.seconds) if self.budget_s else left)
+        from codelearn.progress import time_left
+
+        return time_left(self.seconds, self.sequences, self.sequences_planned, self.budget_s)
 
 
 StepProgress = Callable[[LoopState], None]
