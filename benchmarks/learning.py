@@ -54,8 +54,8 @@ def main() -> None:
     from codelearn.llm.llama_backend import LlamaVocab
     from codelearn.models.registry import Registry
     from codelearn.project import open_project
-    from codelearn.train.bases import serving_model, training_base
-    from codelearn.train.converter import converter_dir
+    from codelearn.models.bases import serving_model, training_base
+    from codelearn.models.converter import converter_dir
     from codelearn.train.dataset import DataOptions, build_dataset
     from codelearn.train.export import export_adapter, export_gguf
     from codelearn.train.hf import prepare_base

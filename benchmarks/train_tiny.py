@@ -48,7 +48,7 @@ def main() -> None:
     from tinyhf import build_tiny_hf_llama
 
     from codelearn.models.registry import Registry, use_model
-    from codelearn.train.bases import hf_base
+    from codelearn.models.bases import hf_base
 
     work = Path(tempfile.mkdtemp(prefix="codelearn-tiny-"))
     os.environ.setdefault("CODELEARN_HOME", str(work / "home"))

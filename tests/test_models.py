@@ -17,7 +17,7 @@ from codelearn.cli import app
 from codelearn.errors import CodelearnError
 from codelearn.models import catalog
 from codelearn.models.catalog import HubFile, ModelSpec, PyPIParts
-from codelearn.models.gguf_header import read_gguf_info
+from codelearn.llm.gguf_header import read_gguf_info
 from codelearn.models.registry import Registry, add_local, install, resolve_model
 
 runner = CliRunner()

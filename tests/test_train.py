@@ -173,7 +173,7 @@ def test_dry_run_prints_the_mix_without_importing_torch(repo):
 
 def _dataset(root: Path, **overrides):
     from codelearn.llm.llama_backend import LlamaVocab
-    from codelearn.train.bases import serving_model
+    from codelearn.models.bases import serving_model
     from codelearn.train.dataset import DataOptions, build_dataset
 
     project = open_project(root)
@@ -225,7 +225,7 @@ def test_replay_share_and_the_contrastive_mix_come_out_as_configured(repo):
 def test_chat_replay_is_sized_by_the_chat_instructions(repo):
     from codelearn.corpus.general import PROMPTS
     from codelearn.llm.llama_backend import LlamaVocab
-    from codelearn.train.bases import serving_model
+    from codelearn.models.bases import serving_model
     from codelearn.train.dataset import DataOptions, build_dataset
 
     project = open_project(repo)
@@ -355,7 +355,7 @@ def test_the_temporal_split_reads_git_whatever_the_users_diff_settings(tmp_path,
 def test_the_file_cap_counts_library_files_one_by_one_and_views_with_their_chunks():
     from codelearn.corpus.formats import Encoded
     from codelearn.train.dataset import cap_files
-    from codelearn.train.samples import Sample, file_of
+    from codelearn.corpus.samples import Sample, file_of
 
     assert file_of("lib:acme:pkg/x.py:12") == "lib:acme:pkg/x.py" == file_of("lib:acme:pkg/x.py:view")
     assert file_of("repo:a.py:3") == "repo:a.py"

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from codelearn.evaluate.metrics import Tally, relative_change
-from codelearn.evaluate.scoring import Scores, ScoreCache, ModelRef, score_probes, scores_json
+from codelearn.evaluate.scoring import (ModelRef, ScoreCache, Scores, context_gain, loss, random_penalty,
+                                        score_probes, scores_json)
 
 CONDITIONS = {"base": ("base", "none"), "base+retrieval": ("base", "relevant"),
               "base+search": ("base", "retrieved"), "adapted": ("adapted", "none"),
@@ -74,18 +75,12 @@ def _forgetting(scored: Scored) -> dict:
 
 def _context_use(scored: Scored) -> dict:
     out = {}
-    for model in scored.by_model:
-        losses = {c: scored.loss(model, "repo", c) for c in ("none", "relevant", "random")}
-        if losses["none"] is None:
+    for model, scores in scored.by_model.items():
+        if loss(scores, "repo") is None:
             continue
-        out[model] = {**{c: _r(v) for c, v in losses.items()},
-                      "relevant_gain": _r(_diff(losses["none"], losses["relevant"])),
-                      "random_penalty": _r(_diff(losses["random"], losses["none"]))}
+        out[model] = {**{c: _r(loss(scores, "repo", c)) for c in ("none", "relevant", "random")},
+                      "relevant_gain": _r(context_gain(scores)), "random_penalty": _r(random_penalty(scores))}
     return out
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
 
 
 def _r(value: float | None) -> float | None:

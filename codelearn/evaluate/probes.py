@@ -22,7 +22,7 @@ from codelearn.corpus.neighbours import Neighbours
 from codelearn.corpus.selfreplay import chat_messages
 from codelearn.corpus.split import Split, stable_fraction
 from codelearn.corpus.units import Unit
-from codelearn.train.samples import INSTRUCT_SYSTEM, context_pieces, instruct_pairs
+from codelearn.corpus.samples import INSTRUCT_SYSTEM, context_pieces, instruct_pairs
 
 CONDITIONS = ("none", "relevant", "random", "retrieved")
 Retrieve = Callable[[Unit, int], list[Unit]]  # (target, token budget) -> what search would show
@@ -140,7 +140,7 @@ def all_probes(split: Split, finder: Neighbours, fmt: TextFormat, vocab: Vocab, 
                ) -> list[Probe]:
     """The full probe set for one split: repo (3 or 4 conditions), instruct, general code and chat."""
     from codelearn.corpus.general import general_units, prompt_halves
-    from codelearn.train.samples import definitions
+    from codelearn.corpus.samples import definitions
 
     targets = pick_targets(split, options.targets, options.seed)
     defined = definitions(split.train + split.heldout)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from codelearn.corpus.doc import docstring, first_sentence, without_docstring
+from codelearn.index.doc import docstring, first_sentence, without_docstring
 from codelearn.corpus.units import Unit, load_units
 from codelearn.errors import CodelearnError
 from codelearn.index import search_model

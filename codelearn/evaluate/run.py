@@ -51,7 +51,7 @@ class _Eval:
         self.notes: list[str] = ["quick: subsampled (few targets, no answering); numbers are noisy"] \
             if options.quick else []
         from codelearn.models.registry import Registry
-        from codelearn.train.bases import serving_model, training_base
+        from codelearn.models.bases import serving_model, training_base
 
         self.registry = Registry()
         self.serving = serving_model(project, self.registry)
@@ -152,7 +152,7 @@ class _Eval:
     def _models(self):
         from codelearn.evaluate.scoring import ModelRef
         from codelearn.models.registry import resolve_model
-        from codelearn.train.bases import model_ref
+        from codelearn.models.bases import model_ref
 
         models = [ModelRef("base", self.base.gguf, self.base.sha256)]
         if self.adapted is not None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from codelearn.corpus.formats import Vocab
 from codelearn.evaluate.metrics import Tally, line_tally
 from codelearn.evaluate.probes import Probe
+from codelearn.models.bases import ModelRef
 
 class Scores(dict):
     """(group, condition) -> Tally over its probes; `per_key` keeps each probed target's own
@@ -30,20 +30,35 @@ class Scores(dict):
         self.setdefault((group, condition), Tally()).add(tally)
         self.per_key.setdefault((group, condition), {}).setdefault(key, Tally()).add(tally)
 
+    def extend(self, other: Scores) -> None:
+        """Add `other`'s probes (scored in a later pass over other probes)."""
+        for (group, condition), per in other.per_key.items():
+            for key, tally in per.items():
+                self.add(group, condition, key, tally)
 
-@dataclass(frozen=True)
-class ModelRef:
-    """A model as scored: its GGUF, an optional LoRA adapter GGUF, and an identity
-    (sha256s) that names it in the cache."""
 
-    label: str
-    path: Path
-    identity: str
-    lora: Path | None = None
+# -- what the gate and eval read off scores --------------------------------------------
 
-    def as_json(self) -> dict:
-        return {"label": self.label, "path": str(self.path), "identity": self.identity,
-                "lora": str(self.lora) if self.lora else None}
+def loss(scores: Scores, group: str, condition: str = "none") -> float | None:
+    tally = scores.get((group, condition))
+    return tally.loss if tally else None
+
+
+def served_condition(scores: Scores) -> str:
+    """The context `ask` serves: what search finds when it was scored, else the oracle neighbours."""
+    return "retrieved" if ("repo", "retrieved") in scores.per_key else "relevant"
+
+
+def context_gain(scores: Scores, condition: str = "relevant") -> float | None:
+    """How much the neighbours of `condition` lower the repo loss (positive: context helps)."""
+    none, shown = loss(scores, "repo"), loss(scores, "repo", condition)
+    return None if none is None or shown is None else none - shown
+
+
+def random_penalty(scores: Scores) -> float | None:
+    """How much random neighbours raise the repo loss (positive: they distract)."""
+    none, noise = loss(scores, "repo"), loss(scores, "repo", "random")
+    return None if none is None or noise is None else noise - none
 
 
 class ScoreCache:

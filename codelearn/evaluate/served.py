@@ -11,7 +11,7 @@ this is what a user gets.
 from __future__ import annotations
 
 from codelearn.ask.context import merge_hits, pack
-from codelearn.corpus.doc import docstring, first_sentence
+from codelearn.index.doc import docstring, first_sentence
 from codelearn.corpus.formats import Vocab
 from codelearn.corpus.units import Unit
 from codelearn.evaluate.retrieval import MIN_SENTENCE_WORDS

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from codelearn.errors import CodelearnError
 from codelearn.index import keywords
+from codelearn.index.vectors import RECIPE_VERSION
 
 if TYPE_CHECKING:  # numpy loads only when something is embedded
     import numpy as np
@@ -30,9 +31,6 @@ if TYPE_CHECKING:  # numpy loads only when something is embedded
 
 log = logging.getLogger(__name__)
 
-#: Bump when `descriptor` changes what it produces: vectors made from the old
-#: recipe no longer match queries made the new way.
-RECIPE_VERSION = 2
 
 #: Default cap on the descriptor, in characters (about 4 per token: 64 tokens).
 DESCRIPTOR_MAX_CHARS = 160
@@ -182,37 +180,6 @@ def tuned_embedder(path, sha256: str, tag: str, threads: int | None) -> Embedder
 
 
 # --- helpers shared by backends ---------------------------------------------
-
-
-def length_sorted_batches(
-    lengths: Sequence[int], *, max_batch: int = 128, token_budget: int = 8192
-) -> list[np.ndarray]:
-    """Indices grouped into batches of similar length, shortest first.
-
-    A batch is padded to its longest member, so sorting cuts padding; the
-    token budget keeps long batches from growing large in memory.
-    """
-    import numpy as np
-
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and end - start < max_batch:
-            if (end - start + 1) * lengths[order[end]] > token_budget:
-                break
-            end += 1
-        batches.append(order[start:end])
-        start = end
-    return batches
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
 
 
 # --- the text recipe --------------------------------------------------------

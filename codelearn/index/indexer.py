@@ -309,7 +309,7 @@ def _rekey(catalog: Catalog, embedder_name: str, embed_tests: bool) -> None:
 def embed_priority(chunk: Chunk) -> tuple[int, int]:
     """Sort key: public, documented definitions first, so a cold index cut short (or still
     running: search reads the vectors committed so far) has its most asked-about code."""
-    from codelearn.corpus.doc import docstring
+    from codelearn.index.doc import docstring
 
     name = chunk.symbol.rsplit(".", 1)[-1]
     private = name.startswith("_") and not name.startswith("__")

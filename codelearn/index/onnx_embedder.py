@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from codelearn.errors import CodelearnError, MissingExtraError
-from codelearn.index.embedder import RECIPE_VERSION, l2_normalise, length_sorted_batches
+from codelearn.index.vectors import RECIPE_VERSION, l2_normalise, length_sorted_batches
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Iterator
 from codelearn.errors import CodelearnError, MissingExtraError
 from codelearn.llm.base import GenerationStats, Message, SamplingOptions, auto_threads
 from codelearn.llm.templates import ChatFormat, choose_format
-from codelearn.models.gguf_header import GGUFInfo, read_gguf_info
+from codelearn.llm.gguf_header import GGUFInfo, read_gguf_info
 
 _LOAD_LOCK = threading.Lock()
 DEFAULT_CTX_CAP = 4096
@@ -352,7 +352,7 @@ def quantize_gguf(src: Path, dst: Path, file_type: str) -> Path:
     """Requantize `src` into `dst` (file_type as `GGUFInfo.file_type` names it: Q4_K_M, Q8_0...)."""
     import ctypes
 
-    from codelearn.models.gguf_header import FILE_TYPES
+    from codelearn.llm.gguf_header import FILE_TYPES
 
     codes = {name: code for code, name in FILE_TYPES.items()}
     if file_type not in codes:

@@ -39,7 +39,7 @@ def model_rows(registry: Registry | None = None) -> list[dict]:
 
 def model_info(name: str | None, project=None) -> dict:
     """Everything known about one model: registry entry, catalogue entry, GGUF metadata."""
-    from codelearn.models.gguf_header import read_gguf_info
+    from codelearn.llm.gguf_header import read_gguf_info
 
     registry = Registry()
     if name is None:

@@ -289,7 +289,7 @@ def add_local(registry: Registry, name: str, path: Path, *, kind: str = "base", 
               repo: str | None = None, template: str = "chatml", source: str = "local",
               metrics: dict | None = None) -> ModelEntry:
     """Register a GGUF that is already on disk (a user's file or a trained model)."""
-    from codelearn.models.gguf_header import read_gguf_info
+    from codelearn.llm.gguf_header import read_gguf_info
 
     read_gguf_info(path)  # fail now on a file that is not GGUF
     stat = path.stat()
@@ -358,7 +358,7 @@ def resolve_model(registry: Registry, choice: str, repo_key: str | None, origin:
     """
     if choice and is_model_path(choice):
         path = Path(choice).expanduser()
-        from codelearn.models.gguf_header import read_gguf_info
+        from codelearn.llm.gguf_header import read_gguf_info
 
         read_gguf_info(path)
         return ResolvedModel(path.name, path, "", origin, None, None)

@@ -19,7 +19,7 @@ from codelearn.corpus.selfreplay import chat_messages
 from codelearn.corpus.split import Split, split_repo
 from codelearn.corpus.units import load_units
 from codelearn.project import Project
-from codelearn.train.samples import KINDS, Mix, Sample, code_sample, file_of, repo_samples
+from codelearn.corpus.samples import KINDS, Mix, Sample, code_sample, file_of, repo_samples
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def export_gguf(base_dir: Path, adapter_dir: Path, work: Path, *, quant: str, co
                 log_file: Path | None = None) -> ExportResult:
     """Merge → convert to F16 GGUF → requantize to `quant` (F16/F32: no requantization)."""
     from codelearn.llm.llama_backend import quantize_gguf
-    from codelearn.train.converter import run_convert_hf
+    from codelearn.models.converter import run_convert_hf
     from codelearn.train.hf import merge_adapter
 
     result = ExportResult("gguf", work / f"model-{quant.lower()}.gguf", None, quant)
@@ -79,7 +79,7 @@ def export_gguf(base_dir: Path, adapter_dir: Path, work: Path, *, quant: str, co
 def export_adapter(base_gguf: Path, base_dir: Path, adapter_dir: Path, work: Path, *, converter: Path,
                    log_file: Path | None = None) -> ExportResult:
     """The LoRA adapter as a GGUF, served on top of `base_gguf`."""
-    from codelearn.train.converter import run_convert_lora
+    from codelearn.models.converter import run_convert_lora
 
     result = ExportResult("adapter", base_gguf, work / "adapter.gguf", "adapter")
     started = time.perf_counter()

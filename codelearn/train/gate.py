@@ -1,11 +1,13 @@
 """The promotion gate: is the candidate better where `ask` uses it, by more than noise,
 without having drifted from the original base or stopped using its context?
 
-Both models are scored on the same probes (held-out repo code in three context
-conditions, chat questions about held-out code, unseen general code and the
-base model's own chat answers) through llama.cpp on the files that would be
-served; the original base is scored on the general probes (cached), so that
-forgetting is bounded in total, not per promotion. Rules:
+Both models are scored on the same probes (held-out repo code alone, after what
+`ask`'s search finds and after random code; chat questions about held-out code,
+unseen general code and the base model's own chat answers) through llama.cpp on
+the files that would be served; the original base is scored on the general probes
+(cached), so that forgetting is bounded in total, not per promotion. The cheap
+probes that decide most refusals are scored first; a check failed there ends the
+gate (`staged_decision`). Rules:
 
 - repo code must get better both without context and with what `ask`'s own search finds
   for a question about it (the served condition; the oracle neighbours when no search is
@@ -13,6 +15,8 @@ forgetting is bounded in total, not per promotion. Rules:
   over the probed targets puts the whole confidence interval below zero;
 - general code and chat may drift at most `tolerance` from the *base*, whatever
   earlier promotions did;
+- context must still help (the served condition's loss below the loss alone) and random
+  code may hurt no more than it did the serving model;
 - a check with nothing to score is "not checked", never "passed": a required one
   (repo, served repo, forgetting) blocks promotion.
 """
@@ -20,9 +24,10 @@ forgetting is bounded in total, not per promotion. Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from codelearn.evaluate.metrics import Tally
-from codelearn.evaluate.scoring import Scores
+from codelearn.evaluate.scoring import Scores, context_gain, loss, random_penalty, served_condition
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not checked"
 
@@ -72,6 +77,7 @@ def _r(value: float | None) -> float | None:
 @dataclass
 class GateResult:
     checks: list[Check] = field(default_factory=list)
+    stopped_early: bool = False  # a check failed on the first probes: the rest were not scored
 
     @property
     def promote(self) -> bool:
@@ -84,11 +90,14 @@ class GateResult:
     def summary(self) -> str:
         if self.promote:
             return "all required checks passed"
-        return "; ".join(f"{c.name} {c.status} ({c.rule}: serving {_fmt(c.serving)}, candidate "
-                         f"{_fmt(c.candidate)}{_fmt_change(c)})" for c in self.failed)
+        shown = [c for c in self.checks if c.status == FAILED] or self.failed
+        text = "; ".join(f"{c.name} {c.status} ({c.rule}: serving {_fmt(c.serving)}, candidate "
+                         f"{_fmt(c.candidate)}{_fmt_change(c)})" for c in shown)
+        return text + (" (the other checks were not scored: this one decided)" if self.stopped_early else "")
 
     def as_json(self) -> dict:
-        return {"promote": self.promote, "checks": [c.as_json() for c in self.checks]}
+        return {"promote": self.promote, "stopped_early": self.stopped_early,
+                "checks": [c.as_json() for c in self.checks]}
 
 
 def _fmt(value: float | None) -> str:
@@ -104,21 +113,18 @@ def _fmt_change(check: Check) -> str:
     return text
 
 
-def loss(scores: Scores, group: str, condition: str = "none") -> float | None:
-    tally = scores.get((group, condition))
-    return tally.loss if tally else None
+FIRST_STAGE = {("repo", "none"), ("general_code", "none"), ("general_chat", "none")}
 
 
-def context_gain(scores: Scores) -> float | None:
-    """How much relevant neighbours lower the repo loss (positive: context helps)."""
-    none, relevant = loss(scores, "repo"), loss(scores, "repo", "relevant")
-    return None if none is None or relevant is None else none - relevant
-
-
-def random_penalty(scores: Scores) -> float | None:
-    """How much random neighbours raise the repo loss (positive: they distract)."""
-    none, noise = loss(scores, "repo"), loss(scores, "repo", "random")
-    return None if none is None or noise is None else noise - none
+def gate_stages(probes: list) -> list[list]:
+    """The probes the gate scores, in two passes: the cheap ones that decide most refusals (repo
+    code alone, forgetting; about a fifth of the tokens), then the context conditions and chat
+    questions. The oracle condition ("relevant") is eval's upper bound; where search was scored
+    the gate judges context on what search finds and leaves the oracle out (a third of the tokens)."""
+    searched = any(p.condition == "retrieved" for p in probes)
+    kept = [p for p in probes if not (searched and p.condition == "relevant")]
+    first = [p for p in kept if (p.group, p.condition) in FIRST_STAGE]
+    return [first, [p for p in kept if (p.group, p.condition) not in FIRST_STAGE]]
 
 
 def paired_change(before: dict[str, Tally], after: dict[str, Tally], rules: Rules
@@ -179,7 +185,7 @@ def decide(serving: Scores, candidate: Scores, base: Scores | None = None, rules
         return result
     base = serving if base is None else base
     result.checks.append(_repo_check("repo_loss", "none", serving, candidate, rules))
-    served = "retrieved" if ("repo", "retrieved") in serving.per_key else "relevant"
+    served = served_condition(serving)
     result.checks.append(_repo_check("repo_loss_served", served, serving, candidate, rules))
     result.checks.append(_drift_check("forgetting_code", "general_code", serving, candidate, base, rules))
     result.checks.append(_drift_check("forgetting_chat", "general_chat", serving, candidate, base, rules))
@@ -187,14 +193,34 @@ def decide(serving: Scores, candidate: Scores, base: Scores | None = None, rules
     rule = f"may rise at most {rules.tolerance:.0%}"
     status = NOT_CHECKED if s is None or c is None else PASSED if c <= s * (1 + rules.tolerance) else FAILED
     result.checks.append(Check("instruct_loss", status, s, c, rule, required=False))
-    result.checks.append(_context_check(serving, candidate))
+    result.checks.append(_context_check(serving, candidate, served))
     result.checks.append(_random_check(serving, candidate, rules))
     return result
 
 
-def _context_check(serving: Scores, candidate: Scores) -> Check:
-    s, c = context_gain(serving), context_gain(candidate)
-    rule = "relevant neighbours must still lower the loss"
+def staged_decision(probes: list, score: Callable[[str, list, str], Scores], rules: Rules = Rules()
+                    ) -> tuple[GateResult, dict[str, Scores]]:
+    """Score the gate's probes stage by stage (`gate_stages`) and decide; a check failed on the first
+    stage refuses the candidate without scoring the rest. `score(label, probes, stage)` scores one
+    model ("serving", "candidate"; "base" gets the general probes only)."""
+    scores = {"serving": Scores(), "candidate": Scores(), "base": Scores()}
+    stages = gate_stages(probes)
+    result = GateResult()
+    for number, stage in enumerate(stages, 1):
+        general = [p for p in stage if p.group in ("general_code", "general_chat")]
+        for label, scored in (("serving", stage), ("candidate", stage), ("base", general)):
+            if scored:
+                scores[label].extend(score(label, scored, f"{number}/{len(stages)}"))
+        result = decide(scores["serving"], scores["candidate"], scores["base"], rules)
+        if number < len(stages) and any(c.status == FAILED for c in result.checks):
+            result.stopped_early = True
+            break
+    return result, scores
+
+
+def _context_check(serving: Scores, candidate: Scores, served: str) -> Check:
+    s, c = context_gain(serving, served), context_gain(candidate, served)
+    rule = ("what search finds" if served == "retrieved" else "relevant neighbours") + " must still lower the loss"
     if s is None or c is None:
         return Check("context_helps", NOT_CHECKED, s, c, rule, required=False)
     ok = c > 0 or (s <= 0 and c >= s)

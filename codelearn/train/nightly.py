@@ -153,7 +153,7 @@ class _Run:
     def _stages(self, inputs: str) -> TrainReport:
         self._stage("index", self._refresh_index)
         from codelearn.models.registry import Registry
-        from codelearn.train.bases import serving_model, training_base
+        from codelearn.models.bases import serving_model, training_base
 
         self.registry = Registry()
         self.serving = serving_model(self.project, self.registry)
@@ -249,7 +249,7 @@ class _Run:
     # -- stages -----------------------------------------------------------------
     def _preflight(self) -> None:
         """Fail in seconds, not after an hour: the trainer can run and the converter is at hand."""
-        from codelearn.train.converter import converter_dir
+        from codelearn.models.converter import converter_dir
         from codelearn.train.trainers.base import choose_trainer
 
         kind = self.options.export or self.settings.export
@@ -347,8 +347,8 @@ class _Run:
 
     def _gate(self) -> None:
         from codelearn.evaluate.scoring import ModelRef, ScoreCache, score_probes, scores_json
-        from codelearn.train.bases import model_ref
-        from codelearn.train.gate import Rules, decide, tokenizer_mismatch
+        from codelearn.models.bases import model_ref
+        from codelearn.train.gate import Rules, decide, staged_decision, tokenizer_mismatch
 
         s = self.settings
         rules = Rules(tolerance=s.forget_tolerance, min_gain=s.gate_min_gain, confidence=s.gate_confidence,
@@ -358,20 +358,19 @@ class _Run:
             self.gate = decide({}, {}, rules=rules, comparable=why_not)
             self.report.gate = self.gate.as_json()
             return
-        probes = self._gate_probes()
         cache = ScoreCache(self.project.state / "eval" / "scores.jsonl")
-        serving = model_ref(self.serving, "serving")
-        candidate = ModelRef("candidate", self.export.model, f"run:{self.report.run_id}", self.export.adapter)
-        base = ModelRef("base", self.base.gguf, self.base.sha256)
-        general = [p for p in probes if p.group in ("general_code", "general_chat")]
-        score = {}
-        for ref, scored in ((serving, probes), (candidate, probes), (base, general)):
-            score[ref.label] = score_probes(
-                ref, scored, self.vocab, cache=cache, threads=s.threads,
-                progress=lambda d, t, label=ref.label: self.progress(f"scoring {label}", d, t))
-        self.gate = decide(score["serving"], score["candidate"], score["base"], rules)
+        refs = {"serving": model_ref(self.serving, "serving"),
+                "candidate": ModelRef("candidate", self.export.model, f"run:{self.report.run_id}",
+                                      self.export.adapter),
+                "base": ModelRef("base", self.base.gguf, self.base.sha256)}
+
+        def score(label: str, probes: list, stage: str):
+            return score_probes(refs[label], probes, self.vocab, cache=cache, threads=s.threads,
+                                progress=lambda d, t: self.progress(f"scoring {label} {stage}", d, t))
+
+        self.gate, scores = staged_decision(self._gate_probes(), score, rules)
         self.report.gate = self.gate.as_json()
-        self.report.scores = {label: scores_json(scores) for label, scores in score.items()}
+        self.report.scores = {label: scores_json(scored) for label, scored in scores.items()}
 
     def _gate_probes(self) -> list:
         """The held-out probes, with what `ask`'s own search shows for each target (the served condition)."""
@@ -423,6 +422,6 @@ def loop_detail(state) -> str:
 
 
 def _file_type(path: Path) -> str:
-    from codelearn.models.gguf_header import read_gguf_info
+    from codelearn.llm.gguf_header import read_gguf_info
 
     return read_gguf_info(path).file_type

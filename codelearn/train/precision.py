@@ -82,7 +82,7 @@ def base_params(weights) -> int:
         config = json.loads((weights / "config.json").read_text())
         hidden, layers = config.get("hidden_size", 0), config.get("num_hidden_layers", 0)
     else:
-        from codelearn.models.gguf_header import read_gguf_info
+        from codelearn.llm.gguf_header import read_gguf_info
 
         info = read_gguf_info(weights)
         hidden = info.metadata.get(f"{info.architecture}.embedding_length", 0)

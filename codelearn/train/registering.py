@@ -10,7 +10,7 @@ from pathlib import Path
 
 from codelearn.models.registry import ModelEntry, Registry, sha256_file
 from codelearn.project import Project
-from codelearn.train.bases import Base
+from codelearn.models.bases import Base
 from codelearn.train.export import ExportResult
 
 

@@ -11,9 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codelearn.errors import CodelearnError
-from codelearn.evaluate.scoring import ModelRef
 from codelearn.models.registry import Registry, ResolvedModel, resolve_model
 from codelearn.project import Project
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as scored: its GGUF, an optional LoRA adapter GGUF, and an identity
+    (sha256s) that names it in the cache."""
+
+    label: str
+    path: Path
+    identity: str
+    lora: Path | None = None
+
+    def as_json(self) -> dict:
+        return {"label": self.label, "path": str(self.path), "identity": self.identity,
+                "lora": str(self.lora) if self.lora else None}
 
 
 @dataclass(frozen=True)
@@ -85,7 +99,7 @@ def hf_base(folder: Path, converter_path: str = "") -> Base:
     gguf = user_cache_dir() / "bases" / f"hf-{key[:16]}" / "model-q8_0.gguf"
     if not gguf.is_file():
         from codelearn.llm.llama_backend import quantize_gguf
-        from codelearn.train.converter import converter_dir, run_convert_hf
+        from codelearn.models.converter import converter_dir, run_convert_hf
 
         gguf.parent.mkdir(parents=True, exist_ok=True)
         wide = run_convert_hf(folder, gguf.with_name("model-f16.gguf"), "f16",

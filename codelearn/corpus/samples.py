@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from codelearn.corpus.doc import called_names, docstring, first_sentence, without_docstring
+from codelearn.index.doc import called_names, docstring, first_sentence, without_docstring
 from codelearn.corpus.formats import Piece, TextFormat, Vocab, chat_pieces
 from codelearn.corpus.neighbours import Neighbours
 from codelearn.corpus.units import Unit, by_file
