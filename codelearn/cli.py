@@ -17,7 +17,7 @@ from codelearn.errors import CodelearnError
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     help="Make a local language model learn your codebase.",
 )
@@ -61,10 +61,20 @@ def _project(repo: Optional[Path], **overrides):
     return open_project(repo, overrides)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from codelearn import __version__
+
+        typer.echo(f"codelearn {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Explain decisions on stderr."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     """Make a local language model learn your codebase."""
     _State.debug = debug or bool(os.environ.get("CODELEARN_DEBUG"))
@@ -483,6 +493,7 @@ def eval_(
     from codelearn.evaluate.run import EvalOptions, run_eval
 
     options = EvalOptions(quick=quick, since=since, questions=questions, answering=not no_answering)
+    _ensure_index(project, quiet=as_json)
     with console.progress_bar(enabled=not as_json) as progress:
         report = run_eval(project, options, progress)
     if as_json:
@@ -515,7 +526,8 @@ def mcp(
     else:
         host = f"[{address[0]}]" if ":" in address[0] else address[0]
         where = f"at http://{host}:{address[1]}/mcp" + (" (bearer token required)" if token else "")
-    console.info(f"Serving MCP for {project.root} {where}.")  # stderr: stdout is the stdio wire
+    _ensure_index(project, quiet=False)  # on stderr: stdout is the stdio wire
+    console.info(f"Serving MCP for {project.root} {where}.")
     serve(project, address, token)
 
 

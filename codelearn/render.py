@@ -23,6 +23,7 @@ def render_status(info: dict) -> None:
     table = Table(show_header=False, box=None)
     rows = [
         ("repo", info["repo"]),
+        ("codelearn", info.get("version", "")),
         ("last indexed", f"{when} ({sum(last.get('seconds', {}).values()):.1f}s)" if last else when),
         ("files", f"{info['files_indexed']} indexed, {info['files_skipped']} skipped"),
         ("by source", ", ".join(f"{k}: {v}" for k, v in info["files_by_source"].items())),

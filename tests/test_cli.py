@@ -135,3 +135,40 @@ def test_errors_keep_their_brackets(capsys):
     console.info("pip install 'codelearn[eval]'")
     err = capsys.readouterr().err
     assert "codelearn[train]" in err and "codelearn[eval]" in err
+
+
+# -- what users of a CLI expect ----------------------------------------------------------------------
+
+def test_version_everywhere_users_look():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    from codelearn import __version__
+
+    assert __version__ == version("codelearn")  # the installed metadata reads the same attribute
+    assert run("--version").stdout.strip() == f"codelearn {__version__}"
+    module = subprocess.run([sys.executable, "-m", "codelearn", "--version"], capture_output=True, text=True)
+    assert module.returncode == 0 and module.stdout.strip() == f"codelearn {__version__}"
+
+
+def test_status_names_the_version(indexed):
+    from codelearn import __version__
+
+    assert json.loads(run("status", "--json", "--repo", str(indexed)).stdout)["version"] == __version__
+    assert __version__ in run("status", "--repo", str(indexed)).stdout
+
+
+def test_shell_completion_is_offered_and_completes():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert "--install-completion" in run("--help").stdout
+    script = str(Path(sys.executable).parent / "codelearn")
+    shown = subprocess.run([script, "--show-completion", "bash"], capture_output=True, text=True)
+    assert "_CODELEARN_COMPLETE=complete_bash" in shown.stdout
+    env = dict(os.environ, _CODELEARN_COMPLETE="complete_bash", COMP_WORDS="codelearn as", COMP_CWORD="1")
+    words = subprocess.run([script], capture_output=True, text=True, env=env).stdout.split()
+    assert words == ["ask"]

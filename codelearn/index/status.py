@@ -19,7 +19,9 @@ def index_status(project: Project) -> dict:
     """A JSON-ready summary of the project's index (empty `indexed` if none)."""
     from codelearn.index.lock import WriterLock
 
-    info: dict = {"repo": str(project.root), "state_dir": str(project.state),
+    from codelearn import __version__
+
+    info: dict = {"version": __version__, "repo": str(project.root), "state_dir": str(project.state),
                   "indexed": project.catalog_path.exists()}
     if not info["indexed"]:
         return info
