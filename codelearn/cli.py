@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,6 +28,8 @@ cron_app = typer.Typer(no_args_is_help=True, help="A nightly `codelearn train` f
 app.add_typer(cron_app, name="cron")
 models_app = typer.Typer(no_args_is_help=True, help="Answer models: list, pull, choose, inspect, remove.")
 app.add_typer(models_app, name="models")
+history_app = typer.Typer(help="Questions asked about this repo and your feedback; `history clear` deletes them.")
+app.add_typer(history_app, name="history")
 
 RepoOption = typer.Option(None, "--repo", "-C", help="Repo to work on (default: the current folder).")
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
@@ -282,6 +285,8 @@ def cron_status(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) -
 
 # -- ask / chat -----------------------------------------------------------------
 
+NoHistoryOption = typer.Option(False, "--no-history", help="Do not keep this question and answer in the "
+                               "repo's history (setting: history).")
 ModelOption = typer.Option(None, "--model", "-m",
                            help="A model name (`codelearn models list`) or a .gguf path.")
 
@@ -360,13 +365,25 @@ def ask(
     model: Optional[str] = ModelOption,
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when it is complete."),
     show_context: bool = typer.Option(False, "--show-context", help="Print exactly what the model sees."),
+    no_history: bool = NoHistoryOption,
     repo: Optional[Path] = RepoOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Answer a question from the code, with `path:line` sources (local model, offline)."""
     project = _project(repo)
-    with _conversation(project, model, as_json, k=k, max_context=max_context) as conversation:
+    with _conversation(project, model, as_json, k=k, max_context=max_context, origin="ask",
+                       history=False if no_history else None) as conversation:
         _answer_turn(conversation, question, as_json=as_json, stream=not no_stream, context=show_context)
+
+
+def _mark(conversation, answer, good: bool) -> None:
+    """Chat's one-key feedback on the last answer."""
+    if answer is None or answer.turn is None:
+        console.info("Nothing to mark yet" + ("." if conversation.kept else ": history is off."))
+        return
+    conversation.kept.feedback(str(answer.turn), good=good)
+    console.info(f"Marked turn {answer.turn} {'good' if good else 'bad'}. `codelearn feedback {answer.turn} "
+                 "--answer ...` gives the right answer.")
 
 
 @app.command()
@@ -376,13 +393,18 @@ def chat(
     k: Optional[int] = typer.Option(None, "-k", min=1, help="Search hits to consider per turn."),
     max_context: Optional[int] = typer.Option(None, "--max-context", min=1, help="Tokens of code per turn."),
     show_context: bool = typer.Option(False, "--show-context", help="Print what the model sees each turn."),
+    no_history: bool = NoHistoryOption,
     repo: Optional[Path] = RepoOption,
 ) -> None:
-    """A conversation about the code; each turn retrieves afresh. /reset forgets, /exit leaves."""
+    """A conversation about the code; each turn retrieves afresh. /reset forgets, /exit leaves;
+    after an answer, + or - marks it good or bad."""
     project = _project(repo)
-    with _conversation(project, model, False, k=k, max_context=max_context) as conversation:
+    with _conversation(project, model, False, k=k, max_context=max_context, origin="chat",
+                       history=False if no_history else None) as conversation:
         conversation.model  # noqa: B018 - wait for the load: it hides the terminal meanwhile
-        console.info("Ask about the code. /reset starts over, /exit (or Ctrl-D) leaves.")
+        console.info("Ask about the code. /reset starts over, /exit (or Ctrl-D) leaves"
+                     + (", + or - after an answer marks it good or bad." if conversation.kept else "."))
+        last = None
         while True:
             try:
                 question = console.out.input("[bold]> [/]").strip()
@@ -394,8 +416,91 @@ def chat(
                 conversation.reset()
                 console.info("Forgot the conversation.")
                 continue
+            if question in ("+", "-"):
+                _mark(conversation, last, question == "+")
+                continue
             if question:
-                _answer_turn(conversation, question, as_json=False, stream=True, context=show_context)
+                last = _answer_turn(conversation, question, as_json=False, stream=True, context=show_context)
+
+
+# -- history and feedback ------------------------------------------------------------
+
+@history_app.callback(invoke_without_command=True)
+@_expected_errors
+def history(
+    ctx: typer.Context,
+    search: str = typer.Option("", "--search", "-s", help="Only turns whose question or answer holds this text."),
+    limit: int = typer.Option(20, "-n", min=1, help="Most turns to show, newest first."),
+    repo: Optional[Path] = RepoOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Questions asked about this repo (ask, chat, MCP), their sources and your feedback."""
+    if ctx.invoked_subcommand:
+        return
+    from codelearn.ask.history import History
+
+    project = _project(repo)
+    kept = History(project.state)
+    try:
+        turns = kept.turns(limit=limit, search=search)
+    finally:
+        kept.close()
+    if as_json:
+        console.print_json([t.as_json() for t in turns])
+        return
+    from codelearn.render import render_history
+
+    render_history(turns, enabled=project.settings.history)
+
+
+@history_app.command("clear")
+@_expected_errors
+def history_clear(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    repo: Optional[Path] = RepoOption,
+) -> None:
+    """Delete this repo's question history (the file itself, feedback included)."""
+    from codelearn.ask.history import History
+
+    project = _project(repo)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CodelearnError("Not clearing the history without confirmation.", "Add --yes.")
+        typer.confirm(f"Delete every question asked about {project.root}?", abort=True)
+    count = History(project.state).clear()
+    console.info(f"Deleted the history ({count} turns).")
+
+
+@app.command()
+@_expected_errors
+def feedback(
+    turn: str = typer.Argument("LAST", help="A turn id from `codelearn history`, or LAST (LAST~1 before it)."),
+    good: bool = typer.Option(False, "--good", help="The answer was right."),
+    bad: bool = typer.Option(False, "--bad", help="The answer was wrong."),
+    answer: str = typer.Option("", "--answer", help="The correct answer (marks the turn bad)."),
+    source: str = typer.Option("", "--source", help="Where the answer really is: path:line or "
+                               "path:start-end (marks the turn bad)."),
+    repo: Optional[Path] = RepoOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Say whether an answer was right, or give the right answer or location."""
+    from codelearn.ask.history import History
+
+    if good and (bad or answer or source):
+        raise CodelearnError("--good cannot go with --bad, --answer or --source.", "Pick one verdict.")
+    if not (good or bad or answer or source):
+        raise CodelearnError("No feedback given.", "Add --good, --bad, --answer TEXT or --source PATH:LINE.")
+    kept = History(_project(repo).state)
+    try:
+        marked = kept.feedback(turn, good=True if good else False if bad else None, answer=answer, source=source)
+    finally:
+        kept.close()
+    if as_json:
+        console.print_json(marked.as_json())
+    else:
+        console.info(f"Turn {marked.id} marked {marked.feedback}"
+                     + (f", correct source {marked.correct_source}" if marked.correct_source else "")
+                     + (", correct answer kept" if marked.correction else "") + ".")
 
 
 # -- train ------------------------------------------------------------------------

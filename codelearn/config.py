@@ -81,6 +81,9 @@ class Settings:
     multi_query: str = _setting(
         "auto", "Let the model write extra search queries first: on, off, or auto "
         "(on only for models the catalogue marks as good enough).")
+    history: bool = _setting(
+        True, "Keep every answered question, its sources and your feedback in .codelearn/history.db "
+        "(local only; `codelearn history clear` deletes it).")
     # -- training (`codelearn train`) and evaluation (`codelearn eval`) --
     train_base: str = _setting(
         "", "Model to fine-tune: a catalogue name, a .gguf path or a Hugging Face model folder; "

@@ -110,3 +110,21 @@ def render_model_info(info: dict) -> None:
         table.add_row("context", f"{gguf['context_length']} tokens (trained)")
         table.add_row("chat template", gguf["chat_template"])
     out.print(table)
+
+
+def render_history(turns: list, enabled: bool = True) -> None:
+    """Print `codelearn history`: newest first, one row per turn."""
+    if not turns:
+        out.print("No questions kept for this repo yet." + ("" if enabled else " (The history setting is off.)"))
+        return
+    table = Table(box=None)
+    for column in ("turn", "when", "from", "feedback", "question", "model"):
+        table.add_column(column, overflow="fold" if column == "question" else "ellipsis")
+    for turn in turns:
+        when = dt.datetime.fromtimestamp(turn.time).strftime("%Y-%m-%d %H:%M")
+        mark = turn.feedback + (" (corrected)" if turn.correction or turn.correct_source else "")
+        question = turn.question if len(turn.question) <= 90 else turn.question[:87] + "..."
+        table.add_row(str(turn.id), when, turn.origin, mark, question, turn.model)
+    out.print(table)
+    if not enabled:
+        out.print("(The history setting is off: new questions are not kept.)")

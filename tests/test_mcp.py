@@ -32,7 +32,7 @@ from conftest import GIT_ENV, git, make_repo, write_files
 from test_index import FILES
 
 AWS_KEY = "AKIAZ7QK3NB4XW5TY2PV"
-TOOLS = {"search_code", "find_symbol", "read_code", "ask", "index_status", "reindex"}
+TOOLS = {"search_code", "find_symbol", "read_code", "ask", "index_status", "reindex", "feedback"}
 REPO_FILES = {
     **FILES,
     "app/settings.py": f'AWS_ACCESS_KEY_ID = "{AWS_KEY}"\nREGION = "eu-west-1"\n',
@@ -218,11 +218,15 @@ def test_ask_answers_with_the_repo_model(served, tiny_model):
     live, _, _ = served
     answer = live.json("ask", question="How is the total with tax computed?")
     assert set(answer) == {"question", "answer", "citations", "unverified_citations", "sources", "model",
-                           "seconds"}
+                           "seconds", "turn"}
     assert isinstance(answer["answer"], str) and answer["sources"]
     assert answer["model"]["name"] == tiny_model.name
     assert all(set(c) == {"path", "start_line", "end_line", "text"} for c in answer["citations"])
     assert AWS_KEY not in json.dumps(answer)
+    # kept in the repo's history as asked over MCP, and an agent can say it was wrong
+    turn = live.json("feedback", turn=str(answer["turn"]), verdict="bad", source="app/billing.py:3")
+    assert turn["origin"] == "mcp" and turn["question"] == "How is the total with tax computed?"
+    assert turn["feedback"] == "bad" and turn["correct_source"] == "app/billing.py:3"
 
 
 def test_new_index_runs_are_seen_without_a_restart(served, monkeypatch):

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 from codelearn.ask.citations import Citation, find_citations, used_excerpts
 from codelearn.ask.context import Packed, merge_hits, pack
 from codelearn.ask.engine import ModelChoice
+from codelearn.ask.history import History
 from codelearn.ask.prompt import QUERY_WRITER, SYSTEM, parse_queries, user_message
 from codelearn.errors import CodelearnError
 from codelearn.index.search import Hit, Searcher
@@ -34,12 +35,15 @@ class AskOptions:
     temperature: float = 0.2
     repeat_penalty: float = 1.1
     multi_query: str = "auto"
+    history: bool = True  # keep each answered turn in the repo's history (ask/history.py)
+    origin: str = "api"  # who asked: ask, chat, mcp or api
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "AskOptions":
         values = dict(k=settings.ask_k, max_context=settings.max_context,
                       answer_tokens=settings.answer_tokens, temperature=settings.temperature,
-                      repeat_penalty=settings.repeat_penalty, multi_query=settings.multi_query)
+                      repeat_penalty=settings.repeat_penalty, multi_query=settings.multi_query,
+                      history=settings.history)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["multi_query"] not in MULTI_QUERY_MODES:
             raise CodelearnError(f"Unknown multi_query value {values['multi_query']!r}.",
@@ -70,6 +74,7 @@ class Answer:
     used: set[int]
     model: ModelChoice
     stats: dict
+    turn: int | None = None  # its id in the repo's history, when kept
 
     def as_json(self) -> dict:
         sources = []
@@ -87,6 +92,7 @@ class Answer:
                         "prompt_tokens": self.prepared.prompt_tokens,
                         "excerpts": len(packed.excerpts), "dropped": packed.dropped},
             "timings": {**{k: round(v, 4) for k, v in self.prepared.timings.items()}, **self.stats},
+            "turn": self.turn,
         }
 
 
@@ -101,6 +107,7 @@ class Conversation:
         self.history: list[Message] = []
         self.searcher = Searcher(project)
         self._load_model = load_model
+        self.kept = History(project.state) if options.history else None
 
     @property
     def model(self) -> ChatModel:
@@ -117,6 +124,8 @@ class Conversation:
 
     def close(self) -> None:
         self.searcher.close()
+        if self.kept is not None:
+            self.kept.close()
 
     def reset(self) -> None:
         self.history.clear()
@@ -202,8 +211,11 @@ class Conversation:
         # Later turns keep the question and answer, not the excerpts (they are retrieved again).
         self.history += [{"role": "user", "content": prepared.question},
                          {"role": "assistant", "content": text}]
-        return Answer(prepared.question, text, prepared, citations, used, self.choice,
-                      self.model.last_stats.as_json())
+        answer = Answer(prepared.question, text, prepared, citations, used, self.choice,
+                        self.model.last_stats.as_json())
+        if self.kept is not None:  # stored once whole; a turn killed before this point is not kept
+            answer.turn = self.kept.record(answer.as_json(), self.options.origin)
+        return answer
 
     def ask(self, question: str) -> Answer:
         prepared = self.prepare(question)

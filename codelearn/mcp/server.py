@@ -47,9 +47,13 @@ LOOPBACK_NAMES = ("localhost",)
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 ANNOTATIONS = {
     "search_code": _READ_ONLY, "find_symbol": _READ_ONLY, "read_code": _READ_ONLY,
-    "ask": _READ_ONLY, "index_status": _READ_ONLY,
+    "ask": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                           open_world_hint=False),  # it keeps the turn in the repo's local history
+    "index_status": _READ_ONLY,
     "reindex": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
                                open_world_hint=False),
+    "feedback": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                open_world_hint=False),
 }
 
 
@@ -127,8 +131,21 @@ class Endpoints:
         minute): use search_code, find_symbol and read_code for lookups. Returns JSON {question,
         answer, citations (verified only: path, start_line, end_line, text), unverified_citations,
         sources (the excerpts shown; `used` when the answer cites or names them), model {name,
-        kind, backend, reason}, seconds}."""
+        kind, backend, reason}, seconds, turn (its id in the repo's history, for feedback)}."""
         return await self._call(self.tools.ask, question)
+
+    async def feedback(
+        self,
+        turn: Annotated[str, Field(description="The `turn` an ask returned, or `last`.")],
+        verdict: Annotated[str, Field(description="`good` or `bad` (a correction implies bad).")] = "",
+        answer: Annotated[str, Field(description="The correct answer, when you know it.")] = "",
+        source: Annotated[str, Field(description="Where the answer really is: `path:line` or "
+                                                 "`path:start-end`.")] = "",
+    ) -> CallToolResult:
+        """Report that an earlier ask answer was wrong (or right): a verdict, the correct answer
+        and/or the correct location, kept with the turn in the repo's local history (what
+        `codelearn history` lists). Returns the turn as stored (JSON)."""
+        return await self._call(self.tools.feedback, turn, verdict, answer, source)
 
     async def index_status(self) -> CallToolResult:
         """What is indexed: files and chunks per source and language, the last run (when, what it

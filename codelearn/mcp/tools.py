@@ -126,8 +126,24 @@ class CodeTools:
         if not question.strip():
             raise CodelearnError("ask needs a question.", "Pass a question about the code.")
         with self._ask_lock:
-            result = answer(self.project, question).as_json()
+            result = answer(self.project, question, origin="mcp").as_json()
         return answer_summary(result)
+
+    def feedback(self, turn: str, verdict: str = "", answer: str = "", source: str = "") -> dict:
+        """Record what was wrong (or right) with an earlier answer, in the repo's history."""
+        from codelearn.ask.history import History
+
+        if verdict not in ("", "good", "bad"):
+            raise CodelearnError(f"verdict {verdict!r} is neither good nor bad.", "Use good or bad.")
+        if not (verdict or answer or source):
+            raise CodelearnError("feedback needs a verdict, a corrected answer or a source.",
+                                 "Pass verdict good/bad, answer, or source path:line.")
+        history = History(self.project.state)
+        try:
+            good = {"good": True, "bad": False}.get(verdict)
+            return history.feedback(turn, good=good, answer=answer, source=source).as_json()
+        finally:
+            history.close()
 
     def index_status(self) -> dict:
         """What `codelearn status --json` prints."""
@@ -347,4 +363,5 @@ def answer_summary(result: dict) -> dict:
                     for s in result["sources"]],
         "model": {k: model[k] for k in ("name", "kind", "backend", "reason")},
         "seconds": result["timings"].get("total_s"),
+        "turn": result.get("turn"),
     }
