@@ -45,6 +45,10 @@ def _learning(section: dict) -> None:
         out.print(f"context use, {model}: none {_f(row['none'])}, relevant {_f(row['relevant'])} "
                   f"(gain {_f(row['relevant_gain'])}), random {_f(row['random'])} "
                   f"(penalty {_f(row['random_penalty'])})")
+    use = section.get("from_use")
+    if use:
+        out.print(f"from use: {use['cases']} held-out corrections, base {_f(use['base'])} → adapted "
+                  f"{_f(use['adapted'])} {_pct(use['change'])}")
     knowledge = section.get("repo_knowledge")
     if knowledge:
         out.print(f"repo knowledge: repo loss {_pct(knowledge['repo_change'])} vs general code "

@@ -115,9 +115,10 @@ def test_history_lists_runs_and_draws_the_trend(train_repo):
     assert (train_repo / ".codelearn" / "eval" / "runs" / "history.png").read_bytes()[:8] == PNG
 
 
-def test_eval_without_an_index_builds_it_first_as_ask_does(tmp_path):
+def test_eval_without_an_index_builds_it_first_as_ask_does(tmp_path, tiny_model, monkeypatch):
     from conftest import make_repo
 
+    monkeypatch.setenv("CODELEARN_MODEL", str(tiny_model))  # CI installs no bundled model
     repo = make_repo(tmp_path / "empty", {"a.py": "x = 1\n"})
     result = CliRunner().invoke(app, ["eval", "-C", str(repo), "--quick", "--no-answering"])
     assert result.exit_code == 0, result.output

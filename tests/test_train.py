@@ -47,7 +47,8 @@ def test_a_run_trains_exports_gates_and_promotes_a_model_ask_then_uses(repo):
     assert report.export["kind"] == "gguf" and report.export["quant"] == "Q8_0"
     assert {c["name"] for c in report.gate["checks"]} == {
         "repo_loss", "repo_loss_served", "forgetting_code", "forgetting_chat", "instruct_loss", "context_helps",
-        "random_context"}
+        "random_context", "use_corrections"}
+    assert next(c for c in report.gate["checks"] if c["name"] == "use_corrections")["status"] == "not checked"
     served = next(c for c in report.gate["checks"] if c["name"] == "repo_loss_served")
     assert served["status"] == "passed" and served["interval"][1] < 0
     assert report.precision["precision"] == "fp32" and report.machine["cpu"]

@@ -138,6 +138,16 @@ class History:
                        (verdict, _clean(answer) or turn.correction, source or turn.correct_source, turn.id))
         return self.get(str(turn.id))
 
+    def feedback_digest(self) -> str:
+        """Changes when any feedback changes (what `train --nightly` learns from use)."""
+        import hashlib
+
+        if not self.path.exists():
+            return ""
+        rows = self._open().execute("SELECT id, feedback, correction, correct_source FROM turns "
+                                    "WHERE feedback != '' ORDER BY id").fetchall()
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
     def clear(self) -> int:
         """Delete the history file (and SQLite's side files); returns how many turns it held."""
         count = len(self.turns(limit=-1)) if self.path.exists() else 0

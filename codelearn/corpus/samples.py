@@ -3,8 +3,8 @@
 Kinds (see `KINDS`): plain code in the model's repo format, whole-file views,
 fill-in-the-middle, contrastive context (neighbours before the target: similar
 ones from the index mixed with random ones, the mix varied per sample), chat
-instructions answered from the index, and replay of general material the base
-model already knows. Everything is built from seeded random draws, so the same
+instructions answered from the index, replay of general material the base
+model already knows, and lessons from use (answers the team marked good or corrected; `use.py`). Everything is built from seeded random draws, so the same
 split, options and seed give the same samples.
 """
 
@@ -18,7 +18,7 @@ from codelearn.corpus.formats import Piece, TextFormat, Vocab, chat_pieces
 from codelearn.corpus.neighbours import Neighbours
 from codelearn.corpus.units import Unit, by_file
 
-KINDS = ("code", "file", "fim", "context", "instruct", "replay")
+KINDS = ("code", "file", "fim", "context", "instruct", "replay", "use")
 FILE_VIEW_CHARS = 1600  # ~ 450 tokens of code per whole-file view
 INSTRUCT_SYSTEM = ("You are codelearn, a careful assistant for one software repository. Cite code "
                    "as path:line.")

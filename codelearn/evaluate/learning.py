@@ -99,8 +99,19 @@ def repo_specific_gain(scored: Scored) -> dict | None:
             "repo_specific": _pct(repo - general) if general <= 0 else None}
 
 
+def _from_use(scored: Scored) -> dict | None:
+    """Loss of the team's held-out corrections (from the question history), base vs adapted."""
+    tally = scored.tally("base", "use")
+    if tally is None:
+        return None
+    before, after = tally.loss, scored.loss("adapted", "use")
+    return {"cases": tally.probes, "base": _r(before), "adapted": _r(after),
+            "change": _pct(relative_change(before, after))}
+
+
 def learning_json(scored: Scored) -> dict:
     """The learning section of the report."""
     return {"conditions": _condition_rows(scored), "forgetting": _forgetting(scored),
             "context_use": _context_use(scored), "repo_knowledge": repo_specific_gain(scored),
+            "from_use": _from_use(scored),
             "scores": {model: scores_json(s) for model, s in scored.by_model.items()}}

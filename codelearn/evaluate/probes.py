@@ -2,8 +2,9 @@
 
 Groups: `repo` (held-out repo code: new since the cut, or the random slice),
 `instruct` (chat questions about held-out code, answered from the index),
-`general_code` (stdlib modules never used for replay) and `general_chat` (the
-base model's own answers to held-out generic prompts). Repo probes come in
+`general_code` (stdlib modules never used for replay), `general_chat` (the
+base model's own answers to held-out generic prompts) and `use` (corrections from
+the repo's question history, held out from training). Repo probes come in
 conditions with the *same* scored target: `none` (the file alone), `relevant`
 (the training chunks most similar to the target: an oracle's retrieval),
 `random` (random training chunks before it) and, where a search is given,
@@ -26,7 +27,7 @@ from codelearn.corpus.samples import INSTRUCT_SYSTEM, context_pieces, instruct_p
 
 CONDITIONS = ("none", "relevant", "random", "retrieved")
 Retrieve = Callable[[Unit, int], list[Unit]]  # (target, token budget) -> what search would show
-GROUPS = ("repo", "instruct", "general_code", "general_chat")
+GROUPS = ("repo", "instruct", "general_code", "general_chat", "use")
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,19 @@ def general_probes(code: list[Unit], answers: dict[str, str], prompts: list[str]
     return probes
 
 
+def use_probes(cases: list, vocab: Vocab, options: ProbeOptions) -> list[Probe]:
+    """Held-out corrections from the repo's history: the corrected answer after the prompt `ask` served."""
+    from codelearn.corpus.use import use_pieces
+
+    return [Probe("use", "none", case.key, encode(use_pieces(vocab, case), vocab, options.max_tokens))
+            for case in cases]
+
+
 def all_probes(split: Split, finder: Neighbours, fmt: TextFormat, vocab: Vocab, repo: str,
-               answers: dict[str, str] | None, options: ProbeOptions, retrieve: Retrieve | None = None
-               ) -> list[Probe]:
-    """The full probe set for one split: repo (3 or 4 conditions), instruct, general code and chat."""
+               answers: dict[str, str] | None, options: ProbeOptions, retrieve: Retrieve | None = None,
+               use_cases: list | None = None) -> list[Probe]:
+    """The full probe set for one split: repo (3 or 4 conditions), instruct, general code and chat,
+    and the held-out corrections from use when given."""
     from codelearn.corpus.general import general_units, prompt_halves
     from codelearn.corpus.samples import definitions
 
@@ -150,4 +160,4 @@ def all_probes(split: Split, finder: Neighbours, fmt: TextFormat, vocab: Vocab, 
     code = general_units("probe", max(1, options.general), options.seed, exclude=split.train + split.heldout)
     probes += general_probes(code, answers or {}, prompt_halves(options.seed)[1], vocab=vocab, fmt=fmt,
                              options=options)
-    return probes
+    return probes + use_probes(use_cases or [], vocab, options)

@@ -130,7 +130,7 @@ class _Eval:
         search = SearchNeighbours(self.project, vocab)
         try:
             probes = all_probes(split, finder, TextFormat.for_vocab(vocab), vocab, self.project.root.name,
-                                self._answers(), options, retrieve=search)
+                                self._answers(), options, retrieve=search, use_cases=self._use_heldout())
         finally:
             search.close()
         scored = score_models(self._models(), probes, vocab,
@@ -139,6 +139,14 @@ class _Eval:
         section = learning_json(scored)
         section["split"] = split.summary()
         return section
+
+    def _use_heldout(self) -> list:
+        """Corrections from the question history that training holds out (the same seeded share)."""
+        from codelearn.corpus.use import split_use, use_cases
+
+        metrics = (self.adapted.metrics or {}) if self.adapted else {}
+        seed = (metrics.get("split") or {}).get("seed", self.project.settings.train_seed)
+        return split_use(use_cases(self.project.root, self.project.state), seed)[1]
 
     def _answers(self) -> dict[str, str] | None:
         from codelearn.corpus.selfreplay import cache_file, self_answers

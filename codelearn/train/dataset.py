@@ -59,6 +59,7 @@ class Dataset:
     finder: Neighbours
     repo_name: str
     notes: list[str] = field(default_factory=list)
+    use_heldout: list = field(default_factory=list)  # corrections the gate and eval score, never trained
 
     def stats(self) -> dict:
         kinds = {kind: {"samples": 0, "tokens": 0, "trained_tokens": 0} for kind in KINDS}
@@ -70,7 +71,7 @@ class Dataset:
         tokens = sum(row["tokens"] for row in kinds.values())
         return {"kinds": kinds, "samples": len(self.samples), "tokens": tokens,
                 "replay_share": round(kinds["replay"]["tokens"] / tokens, 4) if tokens else 0.0,
-                "split": self.split.summary(), "notes": self.notes}
+                "split": self.split.summary(), "use_heldout": len(self.use_heldout), "notes": self.notes}
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -130,6 +131,16 @@ def chat_replay(vocab: Vocab, want_tokens: int, answers: dict[str, str] | None, 
     return _take(chats, want_tokens, vocab, options.seq_len, cycle=True)
 
 
+def use_samples(project: Project, vocab: Vocab, options: DataOptions) -> tuple[list, list, list]:
+    """(samples, encodings, held-out cases) from the repo's question history: each lesson
+    `USE_WEIGHT` times, after the per-file cap (a correction is never dropped for its file's share)."""
+    from codelearn.corpus.use import USE_WEIGHT, split_use, use_cases, use_pieces
+
+    trained, held = split_use(use_cases(project.root, project.state), options.seed)
+    samples = [Sample("use", tuple(use_pieces(vocab, case)), case.key) for case in trained] * USE_WEIGHT
+    return samples, [encode(list(s.pieces), vocab, options.seq_len) for s in samples], held
+
+
 def repo_split(project: Project, options: DataOptions, units: list | None = None) -> Split:
     """The run's split of the indexed units (the same for training, the gate and eval)."""
     units = load_units(project.catalog_path) if units is None else units
@@ -163,8 +174,14 @@ def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
     code, code_encoded = code_replay(vocab, fmt, int(repo_tokens * share / (1 - share)), options,
                                      split.heldout)
     chat, chat_encoded = chat_replay(vocab, int(chat_tokens * options.chat_replay_share), answers, options)
-    more, more_encoded = code + chat, code_encoded + chat_encoded
+    use, use_encoded, use_heldout = use_samples(project, vocab, options)
+    more, more_encoded = code + chat + use, code_encoded + chat_encoded + use_encoded
     notes = [] if answers else ["self-generated replay answers are not included (generated on a real run)"]
     if not split.cut:
         notes.append("no temporal hold-out: the history is too short (only the random slice is held out)")
-    return Dataset(samples + more, encoded + more_encoded, split, fmt, finder, repo, notes)
+    if use or use_heldout:
+        from codelearn.corpus.use import USE_WEIGHT
+
+        notes.append(f"from use: {len(use) // USE_WEIGHT} answers marked good or corrected, trained "
+                     f"{USE_WEIGHT} times each; {len(use_heldout)} corrections held out for the gate")
+    return Dataset(samples + more, encoded + more_encoded, split, fmt, finder, repo, notes, use_heldout)

@@ -17,6 +17,8 @@ gate (`staged_decision`). Rules:
   earlier promotions did;
 - context must still help (the served condition's loss below the loss alone) and random
   code may hurt no more than it did the serving model;
+- corrections the team gave in the question history and that were held out from training
+  must get likelier (lower loss of the corrected answer), when there are any;
 - a check with nothing to score is "not checked", never "passed": a required one
   (repo, served repo, forgetting) blocks promotion.
 """
@@ -113,7 +115,7 @@ def _fmt_change(check: Check) -> str:
     return text
 
 
-FIRST_STAGE = {("repo", "none"), ("general_code", "none"), ("general_chat", "none")}
+FIRST_STAGE = {("repo", "none"), ("general_code", "none"), ("general_chat", "none"), ("use", "none")}
 
 
 def gate_stages(probes: list) -> list[list]:
@@ -194,6 +196,7 @@ def decide(serving: Scores, candidate: Scores, base: Scores | None = None, rules
     status = NOT_CHECKED if s is None or c is None else PASSED if c <= s * (1 + rules.tolerance) else FAILED
     result.checks.append(Check("instruct_loss", status, s, c, rule, required=False))
     result.checks.append(_context_check(serving, candidate, served))
+    result.checks.append(_use_check(serving, candidate))
     result.checks.append(_random_check(serving, candidate, rules))
     return result
 
@@ -216,6 +219,16 @@ def staged_decision(probes: list, score: Callable[[str, list, str], Scores], rul
             result.stopped_early = True
             break
     return result, scores
+
+
+def _use_check(serving: Scores, candidate: Scores) -> Check:
+    """Corrections the team gave, held out: the candidate must find the corrected answers likelier."""
+    s, c = loss(serving, "use"), loss(candidate, "use")
+    rule = "held-out corrections from use must get likelier"
+    if s is None or c is None:
+        return Check("use_corrections", NOT_CHECKED, s, c, rule, required=False)
+    return Check("use_corrections", PASSED if c < s else FAILED, s, c, rule, required=False,
+                 change=c / s - 1 if s else None)
 
 
 def _context_check(serving: Scores, candidate: Scores, served: str) -> Check:

@@ -104,8 +104,10 @@ def run_training(project: Project, options: RunOptions, progress: Progress = _no
 
 
 def input_fingerprint(project: Project) -> str:
-    """Changes when anything a run learns from changes: commits, edits, settings, codelearn."""
+    """Changes when anything a run learns from changes: commits, edits, settings, codelearn,
+    feedback in the question history."""
     from codelearn import __version__
+    from codelearn.ask.history import History
 
     digest = hashlib.sha256(__version__.encode())
     for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "-z"]):
@@ -113,6 +115,11 @@ def input_fingerprint(project: Project) -> str:
         digest.update(proc.stdout)
     settings = project.settings.as_dict()
     digest.update(json.dumps({k: settings[k] for k in sorted(settings)}, default=str).encode())
+    history = History(project.state)
+    try:
+        digest.update(history.feedback_digest().encode())
+    finally:
+        history.close()
     return digest.hexdigest()[:20]
 
 
@@ -383,7 +390,7 @@ class _Run:
         search = SearchNeighbours(self.project, self.vocab)
         try:
             return all_probes(d.split, d.finder, d.fmt, self.vocab, d.repo_name, self.answers, options,
-                              retrieve=search)
+                              retrieve=search, use_cases=d.use_heldout)
         finally:
             search.close()
 

@@ -1,0 +1,106 @@
+"""What the team's own questions teach: training samples and gate cases from the repo's history.
+
+A turn the user marked good teaches its answer; a turn they corrected teaches the correction
+(`--answer`), or where the answer lives (`--source`). Each becomes a chat sample in exactly the
+prompt `ask` served: the same system rules, the question, the excerpts it was shown (read again
+from today's files, secrets redacted as in the index), plus the code at the corrected location.
+A seeded share of the corrections is held out instead: the gate and `eval` score the corrected
+answer's loss on them, so learning from use is measured on corrections the model never saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from codelearn.ask.context import Excerpt
+from codelearn.ask.history import FILE, History, Turn
+from codelearn.ask.prompt import SYSTEM, user_message
+from codelearn.corpus.formats import Piece, Vocab, chat_pieces
+from codelearn.corpus.split import stable_fraction
+from codelearn.index.chunker import language_for
+from codelearn.sources.secrets import redact_secrets
+
+USE_WEIGHT = 3  # each case is trained this many times: one correction outweighs a synthetic sample
+HOLDOUT_SHARE = 0.2  # of the corrections, held out as gate and eval cases
+LOCATED_LINES = 30  # code shown around a corrected `path:line`
+
+
+@dataclass(frozen=True)
+class UseCase:
+    """One turn as a lesson: the question, what `ask` showed, and the answer to learn."""
+
+    turn: int
+    question: str
+    excerpts: tuple[Excerpt, ...]
+    target: str
+    kind: str  # "good" or "corrected"
+
+    @property
+    def key(self) -> str:
+        return f"use:{self.turn}"
+
+
+def _excerpt(root: Path, path: str, start: int, end: int) -> Excerpt | None:
+    """Lines `start..end` of a repo file as they are today (secrets redacted), or None if gone."""
+    file = (root / path).resolve()
+    if not file.is_relative_to(root.resolve()) or not file.is_file():
+        return None
+    try:
+        lines = file.read_text(errors="replace").split("\n")
+    except OSError:
+        return None
+    if start > len(lines):
+        return None
+    text = redact_secrets("\n".join(lines[start - 1:end]), path)[0]
+    return Excerpt(path, "repo", language_for(path) or "text", start, min(end, len(lines)), text.split("\n"))
+
+
+def _located(root: Path, where: str) -> Excerpt | None:
+    path, _, lines = where.rpartition(":")
+    first, _, last = lines.partition("-")
+    start = int(first)
+    end = int(last) if last else start + LOCATED_LINES - 1
+    return _excerpt(root, path, max(1, start), end)
+
+
+def case_for(root: Path, turn: Turn) -> UseCase | None:
+    """The lesson in `turn`, if its feedback gives one (a bare "bad" teaches nothing to copy)."""
+    if turn.feedback == "good":
+        target, kind = turn.answer, "good"
+    elif turn.correction:
+        target, kind = turn.correction, "corrected"
+    elif turn.correct_source:
+        target, kind = f"It is in `{turn.correct_source}`.", "corrected"
+    else:
+        return None
+    shown = [_excerpt(root, s["path"], s["start_line"], s["end_line"])
+             for s in turn.sources if s.get("source") == "repo"]
+    if turn.correct_source:
+        shown.append(_located(root, turn.correct_source))
+    return UseCase(turn.id, turn.question, tuple(e for e in shown if e is not None), target, kind)
+
+
+def use_cases(root: Path, state: Path) -> list[UseCase]:
+    """Every lesson the repo's history holds, oldest first."""
+    if not (state / FILE).exists():
+        return []
+    history = History(state)
+    try:
+        turns = history.turns(limit=-1)
+    finally:
+        history.close()
+    return [case for case in (case_for(root, t) for t in reversed(turns)) if case is not None]
+
+
+def split_use(cases: list[UseCase], seed: int, share: float = HOLDOUT_SHARE) -> tuple[list, list]:
+    """(trained, held out): a seeded share of the corrections is held out; good answers all train."""
+    held = [c for c in cases if c.kind == "corrected" and stable_fraction(f"{c.key}:{c.question}", seed) < share]
+    return [c for c in cases if c not in held], held
+
+
+def use_pieces(vocab: Vocab, case: UseCase) -> list[Piece]:
+    """The prompt `ask` served for the question (rules, excerpts, question), then the answer to learn."""
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": user_message(case.question, list(case.excerpts))}]
+    return chat_pieces(vocab, messages, case.target)
