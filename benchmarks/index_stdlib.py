@@ -1,7 +1,10 @@
 """Indexing speed on the running Python's stdlib, copied into a temporary git repo.
 
 Prints a table: cold index, no-op re-index and one-file re-index (each timed as
-a whole `codelearn index` CLI process), and in-process search latency.
+a whole `codelearn index` CLI process), and in-process search latency; then the
+ratios that travel between machines, each against a baseline timed in the same
+run: the cold index against embedding the same texts with the same model and
+nothing else, the no-op re-index against `python -c "import codelearn"`.
 
     python benchmarks/index_stdlib.py [--keep DIR] [--runs 5]
 """
@@ -116,6 +119,35 @@ def search_latency(repo: Path, rounds: int = 5) -> list[float]:
     return samples
 
 
+def import_seconds(runs: int) -> float:
+    """Median wall seconds of a process that only imports codelearn (the floor of any command)."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import codelearn"], check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def embed_only_seconds(repo: Path) -> tuple[float, int]:
+    """Seconds to embed, in this process, the texts the index embedded (same model, same recipe)."""
+    from codelearn.index.catalog import Catalog
+    from codelearn.index.embedder import project_embedder
+    from codelearn.index.indexer import embed_text
+    from codelearn.project import open_project
+
+    project = open_project(repo)
+    catalog = Catalog(project.catalog_path, readonly=True)
+    try:  # one text per vector, as the index embeds each distinct text once
+        texts = list({s.vec_key: embed_text(s.chunk) for s in catalog.iter_chunks() if s.vec_key}.values())
+    finally:
+        catalog.close()
+    embedder = project_embedder(project)
+    start = time.perf_counter()
+    embedder.embed_documents(texts)
+    return time.perf_counter() - start, len(texts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="build the corpus here and keep it")
@@ -140,7 +172,8 @@ def main() -> None:
     files = int(subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True,
                                text=True).stdout.count("\n"))
 
-    noop = [timed_index(repo)[0] for _ in range(args.runs)]
+    noop_runs = [timed_index(repo) for _ in range(args.runs)]
+    noop = [took for took, _ in noop_runs]
     one = []
     for n in range(args.runs):
         change_one_file(repo, n)
@@ -160,6 +193,7 @@ def main() -> None:
         ("keyword search usable after", f"{ready:.1f} s (polled each second during the cold run)"),
         ("no-op re-index (CLI, median)", f"{statistics.median(noop):.2f} s  all {[round(x, 2) for x in noop]}"
                                          " (the first is the one right after the cold run)"),
+        ("  its stages, first / last", f"{noop_runs[0][1]['seconds']} / {noop_runs[-1][1]['seconds']}"),
         ("one file changed (CLI, median)", f"{statistics.median(one):.2f} s  all {[round(x, 2) for x in one]}"),
         ("search in process p50 / p95", f"{statistics.median(latency):.1f} ms / "
                                         f"{sorted(latency)[int(len(latency) * 0.95)]:.1f} ms"),
@@ -167,6 +201,13 @@ def main() -> None:
                        f"{info['vector_store_bytes'] / 1e6:.0f} MB"),
         ("cpu cores", str(os.cpu_count())),
     ]
+    floor = import_seconds(args.runs)
+    rows.append(("no-op / `import codelearn` process", f"{statistics.median(noop) / floor:.2f}x "
+                 f"(import {floor:.2f} s; goal: a small multiple, whatever the machine)"))
+    if cold == cold:  # not skipped by --reuse
+        embed_s, count = embed_only_seconds(repo)
+        rows.append(("cold index / embedding alone", f"{cold / embed_s:.2f}x (embedding {count} texts "
+                     f"in process: {embed_s:.1f} s; the rest is reading, chunking, keyword index, store)"))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  result")
     for name, value in rows:
