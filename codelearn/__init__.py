@@ -5,7 +5,7 @@ The library API; `codelearn.cli` is the only module that talks to a terminal.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "answer", "open_project", "run_index", "search"]
 

@@ -130,3 +130,19 @@ def test_use_probes_are_scored_first_in_asks_own_prompt(tmp_path, tiny_model):
     assert "What does total do?" in prompt and "app/settings.py:1-6" in prompt
     first, _ = gate_stages(_probe_set() + [probe])
     assert probe in first
+
+
+def test_a_nightly_run_trains_on_corrections_and_its_gate_scores_the_held_out_ones(train_repo):
+    """The whole path: history → training samples and held-out cases → the gate's use check."""
+    from codelearn.project import open_project
+    from codelearn.train.nightly import RunOptions, run_training
+
+    kept = History(train_repo / ".codelearn")
+    for i in range(15):
+        kept.feedback(_ask(kept, f"What does step {i} of the widget do?", "No idea.", "lib/widgets.py"),
+                      answer=f"Step {i} frobnicates the widget {i} times.")
+    kept.close()
+    report = run_training(open_project(train_repo), RunOptions())
+    assert report.dataset["kinds"]["use"]["samples"] > 0 and report.dataset["use_heldout"] > 0
+    check = next(c for c in report.gate["checks"] if c["name"] == "use_corrections")
+    assert check["status"] in ("passed", "failed") and check["serving"] and check["candidate"]
