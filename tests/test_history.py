@@ -152,3 +152,12 @@ def test_chat_marks_the_last_answer_with_one_key(indexed, tiny_model):
 def test_feedback_needs_a_verdict(indexed):
     result = runner.invoke(app, ["feedback", "LAST", "--repo", str(indexed)])
     assert result.exit_code == 1 and "--good, --bad" in result.output
+
+
+def test_an_unwritable_history_costs_a_warning_not_the_answer(indexed, tiny_model, caplog):
+    (indexed / ".codelearn" / "history.db").mkdir()  # sqlite cannot open a folder: as a full disk would fail
+    result = runner.invoke(app, ["ask", QUESTION, "--model", str(tiny_model), "--json", "--repo", str(indexed)])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["turn"] is None and answer["answer"] is not None
+    assert any("not kept in the history" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)

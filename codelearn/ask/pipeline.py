@@ -9,6 +9,8 @@ progress between them: `prepare` (retrieve and build the prompt), `stream`
 from __future__ import annotations
 
 import contextlib
+import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -22,6 +24,8 @@ from codelearn.errors import CodelearnError
 from codelearn.index.search import Hit, Searcher
 from codelearn.llm.base import ChatModel, Message, SamplingOptions
 from codelearn.project import Project
+
+log = logging.getLogger(__name__)
 
 MIN_CONTEXT_TOKENS = 128  # below this, an answer "grounded in the code" is not possible
 MULTI_QUERY_MODES = ("auto", "on", "off")
@@ -214,7 +218,10 @@ class Conversation:
         answer = Answer(prepared.question, text, prepared, citations, used, self.choice,
                         self.model.last_stats.as_json())
         if self.kept is not None:  # stored once whole; a turn killed before this point is not kept
-            answer.turn = self.kept.record(answer.as_json(), self.options.origin)
+            try:
+                answer.turn = self.kept.record(answer.as_json(), self.options.origin)
+            except (sqlite3.Error, OSError, CodelearnError) as exc:  # a full disk must not cost the answer
+                log.warning("this answer was not kept in the history (%s): %s", self.kept.path, exc)
         return answer
 
     def ask(self, question: str) -> Answer:
