@@ -440,11 +440,8 @@ def history(
     from codelearn.ask.history import History
 
     project = _project(repo)
-    kept = History(project.state)
-    try:
+    with History(project.state) as kept:
         turns = kept.turns(limit=limit, search=search)
-    finally:
-        kept.close()
     if as_json:
         console.print_json([t.as_json() for t in turns])
         return
@@ -490,11 +487,8 @@ def feedback(
         raise CodelearnError("--good cannot go with --bad, --answer or --source.", "Pick one verdict.")
     if not (good or bad or answer or source):
         raise CodelearnError("No feedback given.", "Add --good, --bad, --answer TEXT or --source PATH:LINE.")
-    kept = History(_project(repo).state)
-    try:
+    with History(_project(repo).state) as kept:
         marked = kept.feedback(turn, good=True if good else False if bad else None, answer=answer, source=source)
-    finally:
-        kept.close()
     if as_json:
         console.print_json(marked.as_json())
     else:

@@ -24,6 +24,16 @@ SCHEMA = 1
 FILE = "history.db"
 ORIGINS = ("ask", "chat", "mcp", "api")
 _REF = re.compile(r"^(?:last|LAST)(?:~(\d+))?$")
+_LOCATION = re.compile(r"^(\S+):(\d+)(?:-(\d+))?$")
+
+
+def parse_location(where: str) -> tuple[str, int, int | None]:
+    """`path:line` or `path:start-end` as (path, start, end or None); refused with the fix otherwise."""
+    match = _LOCATION.match(where)
+    if not match:
+        raise CodelearnError(f"{where!r} is not a location.", "Give it as path:line or path:start-end.")
+    path, start, end = match.groups()
+    return path, int(start), int(end) if end else None
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,12 @@ class History:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / FILE
         self._db: sqlite3.Connection | None = None
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
@@ -129,8 +145,8 @@ class History:
     def feedback(self, ref: str, *, good: bool | None = None, answer: str = "", source: str = "") -> Turn:
         """Mark a turn good or bad, or give the correct answer or location (a correction marks it bad)."""
         turn = self.get(ref)
-        if source and not re.match(r"^\S+:\d+(-\d+)?$", source):
-            raise CodelearnError(f"{source!r} is not a location.", "Give it as path:line or path:start-end.")
+        if source:
+            parse_location(source)
         verdict = "good" if good else "bad" if (good is False or answer or source) else turn.feedback
         db = self._open()
         with db:
@@ -150,7 +166,7 @@ class History:
 
     def clear(self) -> int:
         """Delete the history file (and SQLite's side files); returns how many turns it held."""
-        count = len(self.turns(limit=-1)) if self.path.exists() else 0
+        count = self._open().execute("SELECT count(*) FROM turns").fetchone()[0] if self.path.exists() else 0
         self.close()
         for suffix in ("", "-wal", "-shm"):
             Path(str(self.path) + suffix).unlink(missing_ok=True)

@@ -4,7 +4,8 @@ Kinds (see `KINDS`): plain code in the model's repo format, whole-file views,
 fill-in-the-middle, contrastive context (neighbours before the target: similar
 ones from the index mixed with random ones, the mix varied per sample), chat
 instructions answered from the index, replay of general material the base
-model already knows, and lessons from use (answers the team marked good or corrected; `use.py`). Everything is built from seeded random draws, so the same
+model already knows, and lessons from use (answers the team marked good or
+corrected; `use.py`). Everything is built from seeded random draws, so the same
 split, options and seed give the same samples.
 """
 

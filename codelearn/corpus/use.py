@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codelearn.ask.context import Excerpt
-from codelearn.ask.history import FILE, History, Turn
+from codelearn.ask.history import FILE, History, Turn, parse_location
 from codelearn.ask.prompt import SYSTEM, user_message
 from codelearn.corpus.formats import Piece, Vocab, chat_pieces
 from codelearn.corpus.split import stable_fraction
@@ -57,11 +57,8 @@ def _excerpt(root: Path, path: str, start: int, end: int) -> Excerpt | None:
 
 
 def _located(root: Path, where: str) -> Excerpt | None:
-    path, _, lines = where.rpartition(":")
-    first, _, last = lines.partition("-")
-    start = int(first)
-    end = int(last) if last else start + LOCATED_LINES - 1
-    return _excerpt(root, path, max(1, start), end)
+    path, start, end = parse_location(where)
+    return _excerpt(root, path, max(1, start), end or start + LOCATED_LINES - 1)
 
 
 def case_for(root: Path, turn: Turn) -> UseCase | None:
@@ -85,11 +82,8 @@ def use_cases(root: Path, state: Path) -> list[UseCase]:
     """Every lesson the repo's history holds, oldest first."""
     if not (state / FILE).exists():
         return []
-    history = History(state)
-    try:
+    with History(state) as history:
         turns = history.turns(limit=-1)
-    finally:
-        history.close()
     return [case for case in (case_for(root, t) for t in reversed(turns)) if case is not None]
 
 

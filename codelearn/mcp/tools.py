@@ -138,12 +138,9 @@ class CodeTools:
         if not (verdict or answer or source):
             raise CodelearnError("feedback needs a verdict, a corrected answer or a source.",
                                  "Pass verdict good/bad, answer, or source path:line.")
-        history = History(self.project.state)
-        try:
+        with History(self.project.state) as history:
             good = {"good": True, "bad": False}.get(verdict)
             return history.feedback(turn, good=good, answer=answer, source=source).as_json()
-        finally:
-            history.close()
 
     def index_status(self) -> dict:
         """What `codelearn status --json` prints."""

@@ -137,8 +137,9 @@ def use_samples(project: Project, vocab: Vocab, options: DataOptions) -> tuple[l
     from codelearn.corpus.use import USE_WEIGHT, split_use, use_cases, use_pieces
 
     trained, held = split_use(use_cases(project.root, project.state), options.seed)
-    samples = [Sample("use", tuple(use_pieces(vocab, case)), case.key) for case in trained] * USE_WEIGHT
-    return samples, [encode(list(s.pieces), vocab, options.seq_len) for s in samples], held
+    samples = [Sample("use", tuple(use_pieces(vocab, case)), case.key) for case in trained]
+    encoded = [encode(list(s.pieces), vocab, options.seq_len) for s in samples]  # once, then repeated
+    return samples * USE_WEIGHT, encoded * USE_WEIGHT, held
 
 
 def repo_split(project: Project, options: DataOptions, units: list | None = None) -> Split:

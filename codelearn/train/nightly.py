@@ -115,11 +115,8 @@ def input_fingerprint(project: Project) -> str:
         digest.update(proc.stdout)
     settings = project.settings.as_dict()
     digest.update(json.dumps({k: settings[k] for k in sorted(settings)}, default=str).encode())
-    history = History(project.state)
-    try:
+    with History(project.state) as history:
         digest.update(history.feedback_digest().encode())
-    finally:
-        history.close()
     return digest.hexdigest()[:20]
 
 
