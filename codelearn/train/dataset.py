@@ -150,17 +150,20 @@ def repo_split(project: Project, options: DataOptions, units: list | None = None
                       cut_commit=options.cut_commit)
 
 
-def heldout_keys(project: Project, options: DataOptions) -> frozenset[str]:
-    """Keys of every unit a run does not train on: held out (new or random) or withheld."""
+def heldout_keys(project: Project, options: DataOptions, split: Split | None = None) -> frozenset[str]:
+    """Keys of every unit a run does not train on: held out (new or random) or withheld.
+    Pass the run's `split` so the search model and the answer model hold out the same code."""
     units = load_units(project.catalog_path)
-    trained = {u.key for u in repo_split(project, options, units).train}
+    split = repo_split(project, options, units) if split is None else split
+    trained = {u.key for u in split.train}
     return frozenset(u.key for u in units if u.key not in trained)
 
 
 def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
-                  answers: dict[str, str] | None = None) -> Dataset:
-    """Everything one training run learns from; see the module doc."""
-    split = repo_split(project, options)
+                  answers: dict[str, str] | None = None, split: Split | None = None) -> Dataset:
+    """Everything one training run learns from; see the module doc. `split`: the run's own,
+    when already computed (else computed here)."""
+    split = repo_split(project, options) if split is None else split
     vectors = load_vectors(project.catalog_path, {u.vec_key for u in split.train if u.vec_key})
     finder = Neighbours(split.train, vectors, seed=options.seed)
     fmt = TextFormat.for_vocab(vocab)

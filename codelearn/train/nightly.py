@@ -130,6 +130,7 @@ class _Run:
         self.state_file = train_dir(project) / "state.json"
         self.loop_state = None  # the training loop's latest LoopState
         self.loop_started: float | None = None
+        self._data_split = None  # (DataOptions, Split) once computed: see _split
 
     def go(self) -> TrainReport:
         inputs = input_fingerprint(self.project)
@@ -266,19 +267,29 @@ class _Run:
     def _tune_search(self) -> None:
         """The search model learns the repo first (its own gate decides); the answer model's
         data then comes from the index it searches. Its failure is reported, not fatal."""
-        from codelearn.train.dataset import DataOptions, heldout_keys
+        from codelearn.train.dataset import heldout_keys
         from codelearn.train.search_tuning import SearchTuneOptions, tune_and_gate
 
         # what the answer model holds out, the search model must not learn either: eval and the
-        # gate search for held-out code with it
-        options = DataOptions.from_settings(self.settings, since=self.options.since or None)
-        exclude = heldout_keys(self.project, options)
+        # gate search for held-out code with it (one split, computed once, for both)
+        options, split = self._split()
+        exclude = heldout_keys(self.project, options, split)
         try:
             self.report.search = tune_and_gate(self.project, SearchTuneOptions(exclude=exclude),
                                                self.progress).as_json()
         except CodelearnError as exc:
             log.warning("search model not tuned: %s", exc)
             self.report.search = {"error": str(exc)}
+
+    def _split(self):
+        """The run's data options and split of the indexed code, computed once: the search model's
+        exclusions and the answer model's hold-out must be the same code even if HEAD moves."""
+        if self._data_split is None:
+            from codelearn.train.dataset import DataOptions, repo_split
+
+            options = DataOptions.from_settings(self.settings, since=self.options.since or None)
+            self._data_split = options, repo_split(self.project, options)
+        return self._data_split
 
     def _refresh_index(self) -> None:
         from codelearn.index.indexer import run_index
@@ -287,7 +298,7 @@ class _Run:
 
     def _build_data(self) -> None:
         from codelearn.llm.llama_backend import LlamaVocab
-        from codelearn.train.dataset import DataOptions, build_dataset
+        from codelearn.train.dataset import build_dataset
 
         self.vocab = LlamaVocab(self.base.gguf, declared_format=self.base.template,
                                 format_override=self.settings.chat_format)
@@ -297,8 +308,8 @@ class _Run:
 
             self.answers = self_answers(self.base.gguf, self.base.sha256, threads=self.settings.threads,
                                         progress=lambda d, t: self.progress("replay answers", d, t))
-        options = DataOptions.from_settings(self.settings, since=self.options.since or None)
-        self.dataset = build_dataset(self.project, self.vocab, options, self.answers)
+        options, split = self._split()
+        self.dataset = build_dataset(self.project, self.vocab, options, self.answers, split)
         self.report.dataset = self.dataset.stats()
         self.report.dataset["recipe"] = self.dataset.split.recipe(options.seed, options.random_share)
 
