@@ -182,7 +182,9 @@ def refuse_indexed_questions(repo: Path, questions: Path) -> None:
     every question finds its own line first (this repo's hybrid recall@1 read
     0.200 instead of 0.267), so the numbers would measure the leak.
     """
-    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "--", questions.name, f"*/{questions.name}"],
+    # untracked files git does not ignore are indexed too
+    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "--cached", "--others", "--exclude-standard",
+                             "--", questions.name, f"*/{questions.name}"],
                             capture_output=True, text=True).stdout.split()
     if listed:
         raise SystemExit(

@@ -42,7 +42,7 @@ def answer(project, question: str, model: str = "", **options):
 
     `model` is a catalogue name or a .gguf path (default: what `codelearn ask`
     would use); `options` override `AskOptions` fields (k, max_context,
-    answer_tokens, temperature, repeat_penalty, multi_query).
+    answer_tokens, temperature, repeat_penalty, multi_query, deep, deep_tokens).
     """
     from codelearn.ask.pipeline import AskOptions, open_conversation
 

@@ -287,6 +287,8 @@ def cron_status(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) -
 
 NoHistoryOption = typer.Option(False, "--no-history", help="Do not keep this question and answer in the "
                                "repo's history (setting: history).")
+DeepOption = typer.Option(False, "--deep", help="For answers spread over many files: read more code in "
+                          "batches, take notes with sources, answer from them (slower; setting: deep).")
 ModelOption = typer.Option(None, "--model", "-m",
                            help="A model name (`codelearn models list`) or a .gguf path.")
 
@@ -335,7 +337,13 @@ def _conversation(project, model: Optional[str], quiet: bool, **overrides):
 
 
 def _answer_turn(conversation, question: str, *, as_json: bool, stream: bool, context: bool):
-    prepared = conversation.prepare(question)
+    if as_json or not conversation.options.deep:
+        prepared = conversation.prepare(question)
+    else:
+        from codelearn import render_ask
+
+        with render_ask.deep_progress() as on_batch:
+            prepared = conversation.prepare(question, on_batch)
     if as_json:
         answer = conversation.finish(prepared, "".join(conversation.stream(prepared)))
         data = answer.as_json()
@@ -366,13 +374,14 @@ def ask(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when it is complete."),
     show_context: bool = typer.Option(False, "--show-context", help="Print exactly what the model sees."),
     no_history: bool = NoHistoryOption,
+    deep: bool = DeepOption,
     repo: Optional[Path] = RepoOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Answer a question from the code, with `path:line` sources (local model, offline)."""
     project = _project(repo)
     with _conversation(project, model, as_json, k=k, max_context=max_context, origin="ask",
-                       history=False if no_history else None) as conversation:
+                       history=False if no_history else None, deep=deep or None) as conversation:
         _answer_turn(conversation, question, as_json=as_json, stream=not no_stream, context=show_context)
 
 
@@ -394,13 +403,14 @@ def chat(
     max_context: Optional[int] = typer.Option(None, "--max-context", min=1, help="Tokens of code per turn."),
     show_context: bool = typer.Option(False, "--show-context", help="Print what the model sees each turn."),
     no_history: bool = NoHistoryOption,
+    deep: bool = DeepOption,
     repo: Optional[Path] = RepoOption,
 ) -> None:
     """A conversation about the code; each turn retrieves afresh. /reset forgets, /exit leaves;
     after an answer, + or - marks it good or bad."""
     project = _project(repo)
     with _conversation(project, model, False, k=k, max_context=max_context, origin="chat",
-                       history=False if no_history else None) as conversation:
+                       history=False if no_history else None, deep=deep or None) as conversation:
         conversation.model  # noqa: B018 - wait for the load: it hides the terminal meanwhile
         console.info("Ask about the code. /reset starts over, /exit (or Ctrl-D) leaves"
                      + (", + or - after an answer marks it good or bad." if conversation.kept else "."))

@@ -81,6 +81,10 @@ class Settings:
     multi_query: str = _setting(
         "auto", "Let the model write extra search queries first: on, off, or auto "
         "(on only for models the catalogue marks as good enough).")
+    deep: bool = _setting(
+        False, "Answer in deep mode: read up to `deep_tokens` of code in window-sized batches, take "
+        "notes with their sources, then answer from the notes (slower; `ask --deep` for one question).")
+    deep_tokens: int = _setting(6000, "Most tokens of code deep mode reads for one answer.")
     history: bool = _setting(
         True, "Keep every answered question, its sources and your feedback in .codelearn/history.db "
         "(local only; `codelearn history clear` deletes it).")

@@ -7,8 +7,9 @@ a terminal the text is written through as it arrives.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from rich.live import Live
 from rich.markdown import Markdown
@@ -62,6 +63,17 @@ def stream_answer(pieces: Iterable[str], live: bool, waiting: str = "") -> str:
     return text
 
 
+@contextlib.contextmanager
+def deep_progress() -> Iterator[Callable[[int, int, int], None]]:
+    """A spinner on stderr (terminals only) naming the batch deep mode is reading."""
+    if not err.is_terminal:
+        yield lambda number, total, tokens: None
+        return
+    with err.status("retrieving…", refresh_per_second=4) as status:
+        yield lambda number, total, tokens: status.update(
+            f"deep: reading batch {number} of {total} ({tokens:,} tokens of code) and taking notes…")
+
+
 def show_context(prompt_text: str) -> None:
     """Exactly the text the model was given (its chat template applied)."""
     out.print(Panel(Text(prompt_text), title="what the model sees", title_align="left"))
@@ -81,6 +93,7 @@ def render_sources(answer) -> None:
                       f"  [dim]{symbols}{cut}{where}[/]", soft_wrap=True, highlight=False)
     else:
         out.print("\n[dim]No code matched; the answer is not grounded in the repo.[/]")
+    render_notes(data.get("deep"))
     wrong = [c for c in data["citations"] if not c["verified"]]
     if wrong:
         listed = ", ".join(c["text"] for c in wrong)
@@ -88,9 +101,32 @@ def render_sources(answer) -> None:
     err.print(model_line(data), soft_wrap=True, highlight=False)
 
 
+def render_notes(deep: dict | None, most: int = 12) -> None:
+    """Deep mode's notes, each with the place it was read (they back the answer)."""
+    if not deep or not deep["notes"]:
+        return
+    out.print(f"\n[bold]Notes[/] [dim](deep: read {len(deep['batches'])} batches)[/]")
+    for note in deep["notes"][:most]:
+        end = f"-{note['end_line']}" if note["end_line"] > note["start_line"] else ""
+        # Text, not markup: a note is model text and may hold brackets
+        out.print(Text.assemble(" - ", note["text"], "  ", (f"{note['path']}:{note['start_line']}{end}", "dim")),
+                  soft_wrap=True)
+    if len(deep["notes"]) > most:
+        out.print(f" [dim]... {len(deep['notes']) - most} more in --json[/]")
+
+
 def model_line(data: dict) -> str:
     model, timings, context = data["model"], data["timings"], data["context"]
     rate = f" · {timings['gen_tok_s']:.1f} tok/s" if timings.get("gen_tok_s") else ""
     ttft = f" · first token {timings['ttft_s']:.1f}s" if timings.get("ttft_s") else ""
+    deep = data.get("deep")
+    if deep:
+        seconds = deep["seconds"] + (timings.get("total_s") or 0.0)
+        batches = len(deep["batches"])
+        return (f"[dim]answered by {model['name']} ({model['reason']}, {model['backend']}) · deep: read "
+                f"{deep['read_tokens']:,} tokens of code in {batches} batch{'es' if batches != 1 else ''}, "
+                f"{len(deep['notes'])} notes, then a {context['prompt_tokens']}-token prompt · "
+                f"{deep['prompt_tokens'] + context['prompt_tokens']:,} tokens read, "
+                f"{deep['note_tokens'] + (timings.get('generated_tokens') or 0):,} written, {seconds:.0f} s[/]")
     return (f"[dim]answered by {model['name']} ({model['reason']}, {model['backend']}) · "
             f"{context['prompt_tokens']}-token prompt, {context['excerpts']} excerpts{ttft}{rate}[/]")

@@ -100,7 +100,8 @@ def test_ask_json_schema(indexed, tiny_model):
     data = ask_json(QUESTION, "--model", str(tiny_model), "-k", "3", "--max-context", "300",
                     "--repo", str(indexed))
     assert set(data) == {"question", "answer", "model", "queries", "sources", "citations",
-                         "context", "timings", "turn"}
+                         "context", "timings", "deep", "turn"}
+    assert data["deep"] is None  # deep mode is asked for
     assert isinstance(data["turn"], int)  # its id in the repo's history
     assert data["question"] == QUESTION and isinstance(data["answer"], str)
     assert data["model"]["name"] == tiny_model.name and data["model"]["reason"] == "--model"

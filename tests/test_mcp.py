@@ -137,6 +137,7 @@ def test_tools_are_listed_with_schemas_an_agent_can_act_on(served):
     assert {"start_line", "end_line"} <= set(read["properties"])
     assert tools["find_symbol"].input_schema["required"] == ["name"]
     assert tools["ask"].input_schema["required"] == ["question"]
+    assert tools["ask"].input_schema["properties"]["deep"]["default"] is False
     assert tools["search_code"].annotations.read_only_hint
     assert not tools["reindex"].annotations.read_only_hint
 
@@ -218,8 +219,8 @@ def test_ask_answers_with_the_repo_model(served, tiny_model):
     live, _, _ = served
     answer = live.json("ask", question="How is the total with tax computed?")
     assert set(answer) == {"question", "answer", "citations", "unverified_citations", "sources", "model",
-                           "seconds", "turn"}
-    assert isinstance(answer["answer"], str) and answer["sources"]
+                           "seconds", "deep", "turn"}
+    assert isinstance(answer["answer"], str) and answer["sources"] and answer["deep"] is None
     assert answer["model"]["name"] == tiny_model.name
     assert all(set(c) == {"path", "start_line", "end_line", "text"} for c in answer["citations"])
     assert AWS_KEY not in json.dumps(answer)
@@ -227,6 +228,9 @@ def test_ask_answers_with_the_repo_model(served, tiny_model):
     turn = live.json("feedback", turn=str(answer["turn"]), verdict="bad", source="app/billing.py:3")
     assert turn["origin"] == "mcp" and turn["question"] == "How is the total with tax computed?"
     assert turn["feedback"] == "bad" and turn["correct_source"] == "app/billing.py:3"
+    deep = live.json("ask", question="How is the total with tax computed?", deep=True)
+    assert deep["deep"]["batches"] >= 1 and deep["deep"]["read_tokens"] > 0
+    assert deep["seconds"] >= deep["deep"]["seconds"] > 0
 
 
 def test_new_index_runs_are_seen_without_a_restart(served, monkeypatch):

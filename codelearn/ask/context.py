@@ -91,7 +91,7 @@ def merge_hits(hits: Iterable[Hit]) -> list[Excerpt]:
     return merged
 
 
-def _cut(excerpt: Excerpt, budget: int, count: Callable[[str], int]) -> Excerpt | None:
+def cut_to_fit(excerpt: Excerpt, budget: int, count: Callable[[str], int]) -> Excerpt | None:
     """The longest prefix of `excerpt` (whole lines) whose rendering fits `budget` tokens."""
     low, high = 1, len(excerpt.lines) - 1
     best = None
@@ -131,7 +131,7 @@ def pack(excerpts: list[Excerpt], budget: int, count: Callable[[str], int],
             continue
         room = budget - used - separator_tokens
         if room >= MIN_EXCERPT_TOKENS and len(excerpt.lines) > 1:
-            cut = _cut(excerpt, room, count)
+            cut = cut_to_fit(excerpt, room, count)
             if cut is not None:
                 chosen.append(cut)
                 used += count(cut.render()) + separator_tokens

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from codelearn.ask.citations import Citation, find_citations, used_excerpts
-from codelearn.ask.context import Packed, merge_hits, pack
+from codelearn.ask.context import Excerpt, Packed, merge_hits, pack
+from codelearn.ask.deep import (BATCH_TOKENS, NOTE_TOKENS, WIDTH, BatchReport, DeepReport, Note,
+                                batches, fit_notes, take_notes)
 from codelearn.ask.engine import ModelChoice
 from codelearn.ask.history import History
-from codelearn.ask.prompt import QUERY_WRITER, SYSTEM, parse_queries, user_message
+from codelearn.ask.prompt import (CONTEXT_LEAD, DEEP_ANSWER, NOTES_LEAD, QUERY_WRITER, SYSTEM,
+                                  deep_user_message, note_messages, parse_queries, user_message)
 from codelearn.errors import CodelearnError
 from codelearn.index.search import Hit, Searcher
 from codelearn.llm.base import ChatModel, Message, SamplingOptions
@@ -41,17 +44,22 @@ class AskOptions:
     multi_query: str = "auto"
     history: bool = True  # keep each answered turn in the repo's history (ask/history.py)
     origin: str = "api"  # who asked: ask, chat, mcp or api
+    deep: bool = False  # read more code in batches and answer from notes (ask/deep.py)
+    deep_tokens: int = 6000  # most tokens of code deep mode reads
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "AskOptions":
         values = dict(k=settings.ask_k, max_context=settings.max_context,
                       answer_tokens=settings.answer_tokens, temperature=settings.temperature,
                       repeat_penalty=settings.repeat_penalty, multi_query=settings.multi_query,
-                      history=settings.history)
+                      history=settings.history, deep=settings.deep, deep_tokens=settings.deep_tokens)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["multi_query"] not in MULTI_QUERY_MODES:
             raise CodelearnError(f"Unknown multi_query value {values['multi_query']!r}.",
                                  "Use auto, on or off.")
+        if values["deep"] and values["deep_tokens"] < MIN_CONTEXT_TOKENS:
+            raise CodelearnError(f"deep_tokens {values['deep_tokens']} is too few to read any code.",
+                                 f"Set deep_tokens to {MIN_CONTEXT_TOKENS} or more (default 6000).")
         return cls(**values)
 
 
@@ -65,6 +73,7 @@ class Prepared:
     messages: list[Message]
     prompt_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
+    deep: DeepReport | None = None  # what deep mode read first, when it ran
 
 
 @dataclass
@@ -96,6 +105,7 @@ class Answer:
                         "prompt_tokens": self.prepared.prompt_tokens,
                         "excerpts": len(packed.excerpts), "dropped": packed.dropped},
             "timings": {**{k: round(v, 4) for k, v in self.prepared.timings.items()}, **self.stats},
+            "deep": self.prepared.deep.as_json() if self.prepared.deep else None,
             "turn": self.turn,
         }
 
@@ -135,8 +145,9 @@ class Conversation:
         self.history.clear()
 
     # -- retrieval -------------------------------------------------------------
-    def retrieve(self, question: str) -> tuple[list[Hit], list[str]]:
-        """Hits for the question (and for model-written queries when enabled).
+    def retrieve(self, question: str, width: int = 1) -> tuple[list[Hit], list[str]]:
+        """Hits for the question (and for model-written queries when enabled), `width` times
+        `k` per query.
 
         The question is searched first: it needs no model, so it overlaps with
         a model still loading; only model-written queries wait for the model.
@@ -144,18 +155,19 @@ class Conversation:
         queries = [question]
         if self.history:  # a follow-up ("and its errors?") leans on the previous question
             queries.append(f"{self.history[-2]['content']} {question}")
+        k = self.options.k * width
         best: dict[int, Hit] = {}
-        self._search_into(best, queries)
+        self._search_into(best, queries, k)
         if self.multi_query:
             written = self._written_queries(question)
-            self._search_into(best, written)
+            self._search_into(best, written, k)
             queries += written
         ranked = sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))
-        return ranked[: self.options.k * len(queries)], queries
+        return ranked[: k * len(queries)], queries
 
-    def _search_into(self, best: dict[int, Hit], queries: list[str]) -> None:
+    def _search_into(self, best: dict[int, Hit], queries: list[str], k: int) -> None:
         for query in queries:
-            for hit in self.searcher.search(query, k=self.options.k):
+            for hit in self.searcher.search(query, k=k):
                 if hit.chunk_id not in best or best[hit.chunk_id].score < hit.score:
                     best[hit.chunk_id] = hit
 
@@ -186,14 +198,18 @@ class Conversation:
         return [{"role": "system", "content": SYSTEM}, *self.history,
                 {"role": "user", "content": current}]
 
-    def prepare(self, question: str) -> Prepared:
+    def prepare(self, question: str, on_batch: Callable[[int, int, int], None] | None = None) -> Prepared:
+        """Retrieve and build the prompt; in deep mode, take notes batch by batch first
+        (`on_batch(number, batches, tokens)` is called before each)."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        hits, queries = self.retrieve(question)
+        hits, queries = self.retrieve(question, WIDTH if self.options.deep else 1)
         timings["retrieve_s"] = time.perf_counter() - started
         started = time.perf_counter()
         self.model  # noqa: B018 - waits here for a model still loading
         timings["load_wait_s"] = time.perf_counter() - started
+        if self.options.deep:
+            return self._prepare_deep(question, queries, merge_hits(hits), timings, on_batch)
         started = time.perf_counter()
         budget = self._room_for_context(question)
         packed = pack(merge_hits(hits), budget, self.model.count_tokens)
@@ -201,6 +217,47 @@ class Conversation:
         prompt_tokens = self.model.prompt_tokens(messages)
         timings["pack_s"] = time.perf_counter() - started
         return Prepared(question, queries, packed, messages, prompt_tokens, timings)
+
+    # -- deep mode (ask/deep.py) ---------------------------------------------------
+    def _prepare_deep(self, question: str, queries: list[str], excerpts: list[Excerpt],
+                      timings: dict[str, float], on_batch) -> Prepared:
+        count = self.model.count_tokens
+        room = self.model.n_ctx - NOTE_TOKENS - self.model.prompt_tokens(note_messages(question, []))
+        if room < MIN_CONTEXT_TOKENS:
+            raise CodelearnError(
+                f"The model's window ({self.model.n_ctx} tokens) leaves {room} tokens for code "
+                "in deep mode's note-taking prompt.", "Raise the `context_size` setting.")
+        groups, sizes, unread = batches(excerpts, min(room, BATCH_TOKENS), self.options.deep_tokens, count)
+        report = DeepReport(unread=unread)
+        for number, (group, size) in enumerate(zip(groups, sizes), 1):
+            if on_batch is not None:
+                on_batch(number, len(groups), size)
+            report.batches.append(self._take_notes(question, group, size, report.notes))
+        timings["notes_s"] = report.seconds
+        started = time.perf_counter()
+        read = [excerpt for group in groups for excerpt in group]
+        budget = self._room_for_context(question) - count(NOTES_LEAD + CONTEXT_LEAD + DEEP_ANSWER) - 8
+        shown_notes = fit_notes(report.notes, budget, count)
+        report.notes_shown = len(shown_notes)
+        used = sum(count(note.render()) + 1 for note in shown_notes)
+        shown = pack(read, max(0, budget - used), count).excerpts if budget - used >= MIN_CONTEXT_TOKENS else []
+        messages = self._messages(question, deep_user_message(question, shown_notes, shown))
+        prompt_tokens = self.model.prompt_tokens(messages)
+        timings["pack_s"] = time.perf_counter() - started
+        packed = Packed(read, sum(sizes), self.options.deep_tokens, unread)
+        return Prepared(question, queries, packed, messages, prompt_tokens, timings, report)
+
+    def _take_notes(self, question: str, group: list[Excerpt], size: int, seen: list[Note]) -> BatchReport:
+        """One batch read: its notes join `seen` (new ones only)."""
+        started = time.perf_counter()
+        sampling = SamplingOptions(NOTE_TOKENS, 0.0, self.options.repeat_penalty)
+        text = "".join(self.model.stream(note_messages(question, group), sampling))
+        stats = self.model.last_stats
+        notes, dropped = take_notes(text, group)
+        new = [note for note in notes if note not in seen]
+        seen.extend(new)
+        return BatchReport(len(group), size, stats.prompt_tokens, stats.generated_tokens, len(new),
+                           dropped, time.perf_counter() - started)
 
     # -- answer ------------------------------------------------------------------
     def stream(self, prepared: Prepared):

@@ -26,6 +26,17 @@ QUERY_WRITER = (
 
 
 CONTEXT_LEAD = "Code from the repository:\n\n"
+NOTES_LEAD = "Notes taken from more of the repository's code, each with its source:\n"
+
+DEEP_ANSWER = ("Answer step by step from the notes and the code, one step per line, each ending "
+               "with the path:line it comes from.")
+NOTE_TAKER = (
+    "You read code excerpts from one software repository and take notes for a question. "
+    "Write only facts from these excerpts that help answer it: one short line each, starting "
+    "with '- ' and ending with the location it comes from as path:line, for example:\n"
+    "- `save_order` writes the order to the database (shop/orders.py:42)\n"
+    "If no excerpt helps, write NONE."
+)
 
 
 def prompt_head() -> tuple[list[dict[str, str]], str]:
@@ -41,6 +52,23 @@ def user_message(question: str, excerpts: list[Excerpt]) -> str:
         return f"{NO_CONTEXT}\n\nQuestion: {question}"
     context = "\n\n".join(excerpt.render() for excerpt in excerpts)
     return f"{CONTEXT_LEAD}{context}\n\nQuestion: {question}"
+
+
+def note_messages(question: str, excerpts: list[Excerpt]) -> list[dict[str, str]]:
+    """Deep mode's prompt for one batch of excerpts (ask/deep.py)."""
+    context = "\n\n".join(excerpt.render() for excerpt in excerpts)
+    return [{"role": "system", "content": NOTE_TAKER},
+            {"role": "user", "content": f"{CONTEXT_LEAD}{context}\n\nQuestion: {question}\n\nNotes:"}]
+
+
+def deep_user_message(question: str, notes: list, excerpts: list[Excerpt]) -> str:
+    """The answer's message in deep mode: the notes, then the best excerpts that fit."""
+    if not notes:
+        return user_message(question, excerpts)
+    lines = "\n".join(note.render() for note in notes)
+    code = "\n\n".join(excerpt.render() for excerpt in excerpts)
+    code = f"\n\n{CONTEXT_LEAD}{code}" if excerpts else ""
+    return f"{NOTES_LEAD}{lines}{code}\n\nQuestion: {question}\n\n{DEEP_ANSWER}"
 
 
 def parse_queries(text: str, limit: int = 3) -> list[str]:

@@ -124,6 +124,8 @@ class Endpoints:
     async def ask(
         self,
         question: Annotated[str, Field(description="A question about this repository's code.")],
+        deep: Annotated[bool, Field(description="Read more code in batches and answer from notes: "
+                                                "for answers spread over many files; several times slower.")] = False,
     ) -> CallToolResult:
         """Ask the repository's local answer model (the one `codelearn train` adapted to this repo
         if any, else the configured model): it retrieves excerpts, answers in Markdown and checks
@@ -131,8 +133,9 @@ class Endpoints:
         minute): use search_code, find_symbol and read_code for lookups. Returns JSON {question,
         answer, citations (verified only: path, start_line, end_line, text), unverified_citations,
         sources (the excerpts shown; `used` when the answer cites or names them), model {name,
-        kind, backend, reason}, seconds, turn (its id in the repo's history, for feedback)}."""
-        return await self._call(self.tools.ask, question)
+        kind, backend, reason}, seconds, deep (null, or its cost: batches, read_tokens, note_tokens,
+        notes, unread, seconds), turn (its id in the repo's history, for feedback)}."""
+        return await self._call(self.tools.ask, question, deep)
 
     async def feedback(
         self,

@@ -119,14 +119,14 @@ class CodeTools:
         return {"path": rel, "source": src.label, "redactions": len(loaded.redactions),
                 **line_slice(loaded.text, rel, start_line, end_line)}
 
-    def ask(self, question: str) -> dict:
+    def ask(self, question: str, deep: bool = False) -> dict:
         """What `codelearn ask --json` answers, cut to the answer, its citations and model."""
         from codelearn import answer
 
         if not question.strip():
             raise CodelearnError("ask needs a question.", "Pass a question about the code.")
         with self._ask_lock:
-            result = answer(self.project, question, origin="mcp").as_json()
+            result = answer(self.project, question, origin="mcp", deep=deep or None).as_json()
         return answer_summary(result)
 
     def feedback(self, turn: str, verdict: str = "", answer: str = "", source: str = "") -> dict:
@@ -359,6 +359,10 @@ def answer_summary(result: dict) -> dict:
         "sources": [{k: s[k] for k in ("path", "source", "start_line", "end_line", "used")}
                     for s in result["sources"]],
         "model": {k: model[k] for k in ("name", "kind", "backend", "reason")},
-        "seconds": result["timings"].get("total_s"),
+        "seconds": round((result["timings"].get("total_s") or 0.0)
+                         + (result["deep"]["seconds"] if result.get("deep") else 0.0), 3),
+        "deep": ({k: result["deep"][k] for k in ("read_tokens", "note_tokens", "unread", "seconds")}
+                 | {"batches": len(result["deep"]["batches"]), "notes": len(result["deep"]["notes"])}
+                 if result.get("deep") else None),
         "turn": result.get("turn"),
     }
