@@ -53,6 +53,18 @@ def test_marked_and_corrected_turns_become_lessons_in_asks_own_prompt(tmp_path):
     assert [(e.path, e.start_line) for e in cases[2].excerpts] == [("app/settings.py", 1), ("app/settings.py", 2)]
 
 
+def test_a_deep_answers_lesson_shows_what_it_used_then_the_best_not_all_it_read():
+    from codelearn.corpus.use import LESSON_SOURCES, lesson_sources
+
+    read = [{"path": f"f{i}.py", "source": "repo", "used": i in (3, 15)} for i in range(20)]
+    kept = [s["path"] for s in lesson_sources(read)]
+    assert len(kept) == LESSON_SOURCES and {"f3.py", "f15.py"} <= set(kept)
+    assert kept == sorted(kept, key=lambda p: int(p[1:-3]))  # still in rank order
+    assert kept[:6] == [f"f{i}.py" for i in range(6)]
+    plain = read[:5] + [{"path": "lib.py", "source": "lib:acme", "used": True}]
+    assert lesson_sources(plain) == read[:5]  # a plain answer's repo sources, all of them
+
+
 def test_a_seeded_share_of_corrections_is_held_out_and_good_answers_all_train(tmp_path):
     root = _repo(tmp_path)
     kept = History(root / ".codelearn")

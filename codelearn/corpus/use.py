@@ -24,6 +24,7 @@ from codelearn.sources.secrets import redact_secrets
 USE_WEIGHT = 3  # each case is trained this many times: one correction outweighs a synthetic sample
 HOLDOUT_SHARE = 0.2  # of the corrections, held out as gate and eval cases
 LOCATED_LINES = 30  # code shown around a corrected `path:line`
+LESSON_SOURCES = 8  # a deep answer lists every excerpt it read; a lesson shows at most this many
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,20 @@ def _located(root: Path, where: str) -> Excerpt | None:
     return _excerpt(root, path, max(1, start), end or start + LOCATED_LINES - 1)
 
 
+def lesson_sources(sources: list[dict], most: int = LESSON_SOURCES) -> list[dict]:
+    """The repo sources a lesson shows, in their order: all of a plain answer's; of a deep answer's
+    many (every excerpt it read), the ones it used first, then the best ranked, `most` in all."""
+    repo = [s for s in sources if s.get("source") == "repo"]
+    if len(repo) <= most:
+        return repo
+    keep = {id(s) for s in [s for s in repo if s.get("used")][:most]}
+    for source in repo:
+        if len(keep) >= most:
+            break
+        keep.add(id(source))
+    return [s for s in repo if id(s) in keep]
+
+
 def case_for(root: Path, turn: Turn) -> UseCase | None:
     """The lesson in `turn`, if its feedback gives one (a bare "bad" teaches nothing to copy)."""
     if turn.feedback == "good":
@@ -72,7 +87,7 @@ def case_for(root: Path, turn: Turn) -> UseCase | None:
     else:
         return None
     shown = [_excerpt(root, s["path"], s["start_line"], s["end_line"])
-             for s in turn.sources if s.get("source") == "repo"]
+             for s in lesson_sources(turn.sources)]
     if turn.correct_source:
         shown.append(_located(root, turn.correct_source))
     return UseCase(turn.id, turn.question, tuple(e for e in shown if e is not None), target, kind)
