@@ -116,7 +116,7 @@ def batches(excerpts: list[Excerpt], budget: int, total: int,
     groups: list[list[Excerpt]] = []
     sizes: list[int] = []
     current: list[Excerpt] = []
-    used = read = 0
+    used = read = unread = 0
     for position, excerpt in enumerate(excerpts):
         cost = count(excerpt.render()) + SEPARATOR_TOKENS
         if cost > budget:
@@ -134,8 +134,6 @@ def batches(excerpts: list[Excerpt], budget: int, total: int,
         current.append(excerpt)
         used += cost
         read += cost
-    else:
-        unread = 0
     if current:
         groups.append(current)
         sizes.append(used)
@@ -153,14 +151,14 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)} - _COMMON
 
 
-def _by_wording(line: str, excerpts: list[Excerpt]) -> int | None:
+def _by_wording(line: str, excerpt_words: list[set[str]]) -> int | None:
     """The excerpt sharing the most words with `line`, when it shares enough of them."""
     words = _words(line)
     if len(words) < MIN_SHARED_WORDS:
         return None
     best, best_shared = None, 0
-    for index, excerpt in enumerate(excerpts):
-        shared = len(words & _words("\n".join(excerpt.lines)))
+    for index, theirs in enumerate(excerpt_words):
+        shared = len(words & theirs)
         if shared > best_shared:
             best, best_shared = index, shared
     if best_shared >= max(MIN_SHARED_WORDS, MIN_SHARED_SHARE * len(words)):
@@ -179,12 +177,12 @@ def _statements(text: str) -> list[str]:
     return pieces
 
 
-def _place(line: str, excerpts: list[Excerpt]) -> tuple[str, int, int] | None:
+def _place(line: str, excerpts: list[Excerpt], excerpt_words: list[set[str]]) -> tuple[str, int, int] | None:
     cited = [c for c in find_citations(line, excerpts) if c.verified]
     if cited:
         return cited[0].path, cited[0].start_line, cited[0].end_line
     named = sorted(used_excerpts(line, excerpts, []))
-    index = named[0] if named else _by_wording(line, excerpts)
+    index = named[0] if named else _by_wording(line, excerpt_words)
     if index is None:
         return None
     excerpt = excerpts[index]
@@ -201,13 +199,14 @@ def take_notes(text: str, excerpts: list[Excerpt]) -> tuple[list[Note], int]:
     """
     notes: list[Note] = []
     dropped = 0
+    excerpt_words = [_words("\n".join(excerpt.lines)) for excerpt in excerpts]  # once per batch
     for line in _statements(text):
         if _NOTHING.match(line):
             continue
         text_part = _clean(line)
         if len(text_part) < 3:
             continue
-        where = _place(line, excerpts)
+        where = _place(line, excerpts, excerpt_words)
         if where is None:
             dropped += 1
             continue
@@ -217,8 +216,8 @@ def take_notes(text: str, excerpts: list[Excerpt]) -> tuple[list[Note], int]:
     return notes, dropped
 
 
-def fit_notes(notes: list[Note], budget: int, count: Callable[[str], int]) -> list[Note]:
-    """The first notes whose lines fit `budget` tokens."""
+def fit_notes(notes: list[Note], budget: int, count: Callable[[str], int]) -> tuple[list[Note], int]:
+    """The first notes whose lines fit `budget` tokens, and the tokens they take."""
     shown: list[Note] = []
     used = 0
     for note in notes:
@@ -227,4 +226,4 @@ def fit_notes(notes: list[Note], budget: int, count: Callable[[str], int]) -> li
             break
         shown.append(note)
         used += cost
-    return shown
+    return shown, used

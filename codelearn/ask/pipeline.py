@@ -237,10 +237,9 @@ class Conversation:
         started = time.perf_counter()
         read = [excerpt for group in groups for excerpt in group]
         budget = self._room_for_context(question) - count(NOTES_LEAD + CONTEXT_LEAD + DEEP_ANSWER) - 8
-        shown_notes = fit_notes(report.notes, budget, count)
+        shown_notes, used = fit_notes(report.notes, budget, count)
         report.notes_shown = len(shown_notes)
-        used = sum(count(note.render()) + 1 for note in shown_notes)
-        shown = pack(read, max(0, budget - used), count).excerpts if budget - used >= MIN_CONTEXT_TOKENS else []
+        shown = pack(read, budget - used, count).excerpts if budget - used >= MIN_CONTEXT_TOKENS else []
         messages = self._messages(question, deep_user_message(question, shown_notes, shown))
         prompt_tokens = self.model.prompt_tokens(messages)
         timings["pack_s"] = time.perf_counter() - started
