@@ -41,6 +41,18 @@ def test_facts_are_what_the_code_states():
     assert [f.kind for f in built] == ["raises", "returns", "default"]
 
 
+def test_a_name_the_repo_defines_twice_is_never_asked_about():
+    # one `__call__` is held out, but another class defines one too: "which class defines
+    # `__call__`?" would have two right answers, so it is not a question
+    held_out = [_unit("wait_exponential.__call__", "def __call__(self, state):\n    raise ValueError()\n",
+                      kind="method", path="pkg/wait.py", line=40), _unit("prefix", CODE["prefix"], line=30)]
+    elsewhere = _unit("wait_fixed.__call__", "def __call__(self, state):\n    return 1\n", kind="method",
+                      path="pkg/wait.py", line=10)
+    everything = [*held_out, elsewhere]
+    assert [f.key for f in build_facts(held_out, everything, limit=4)] == [held_out[1].key] * 2
+    assert len(build_facts(held_out, held_out, limit=4)) == 4  # alone in the repo, it is asked
+
+
 def test_an_answer_holds_a_fact_only_when_it_states_it():
     raises = Fact("raises", "q", "MissingURL", "k", "p.py")
     assert holds("It raises `MissingURL` when the url is empty.", raises)

@@ -28,6 +28,7 @@ from codelearn.evaluate.answering import bare_name
 MAX_PER_UNIT = 2  # facts asked per definition, so that one long function does not dominate
 MIN_LITERAL = 2  # shorter returned strings ("", "x") match by accident
 MIN_NAME = 4  # shorter helper names ("f", "run") match by accident
+DEFINITIONS = ("function", "method", "class")
 
 
 @dataclass(frozen=True)
@@ -134,14 +135,23 @@ def holds(answer_text: str, fact: Fact) -> bool:
     return wanted in answer_text
 
 
+def _defined_twice(units: list[Unit]) -> set[str]:
+    """Names the repo defines more than once: "which class defines `__call__`?" or "what does
+    `__init__` raise?" has no single answer when several classes define one."""
+    keys: dict[str, set[str]] = {}
+    for unit in units:
+        if unit.symbol and unit.kind in DEFINITIONS:
+            keys.setdefault(_name(unit), set()).add(unit.key)
+    return {name for name, where in keys.items() if len(where) > 1}
+
+
 def build_facts(units: list[Unit], everything: list[Unit], limit: int) -> list[Fact]:
     """Up to `limit` facts about `units` (held-out code), spread over as many definitions as
     possible; `everything` names the repo's own functions (what counts as a helper)."""
     defined = {_name(u) for u in everything if u.symbol and u.kind in ("function", "method")}
-    names = [_name(u) for u in units if u.symbol]
-    unique = {n for n in names if names.count(n) == 1}  # an ambiguous name has no single answer
+    ambiguous = _defined_twice([*everything, *units])
     per_unit = [facts_for(u, defined) for u in sorted(units, key=lambda u: u.key)
-                if u.symbol and u.kind in ("function", "method", "class") and _name(u) in unique]
+                if u.symbol and u.kind in DEFINITIONS and _name(u) not in ambiguous]
     out: list[Fact] = []
     for round_ in range(MAX_PER_UNIT):  # first fact of every definition, then the second ones
         out += [facts[round_] for facts in per_unit if len(facts) > round_]
