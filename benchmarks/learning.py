@@ -6,8 +6,15 @@ measured through llama.cpp on the files that would be served.
 The repo is cloned (committed history only) into a temporary folder and indexed there. The cut
 is chosen as `codelearn train` chooses it (the commit that holds back ~10% of the added lines):
 everything added after it is held out and scored, never trained on. Prints the training numbers,
-the cost of each export step and a table of held-out repo loss (no context / with retrieved
-neighbours / with random neighbours), general-code loss and chat-replay loss per served model.
+the cost of each export step and a table of held-out repo loss (no context / with the training
+chunks most like the target, an oracle / with random ones / with what `ask`'s own search finds for
+a question about it, the served condition), general-code loss and chat-replay loss per served model.
+
+A lever against a baseline, in one work folder (the clone, index and base scores are reused):
+
+    python benchmarks/learning.py --repo . --minutes 12 --targets 8 --exports adapter --work W --tag mix-
+    python benchmarks/learning.py --repo . --minutes 12 --targets 8 --exports adapter --work W --tag raft- \
+        --context-share 1.0
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -41,6 +49,12 @@ def main() -> None:
                         "bf16-autocast or bf16")
     parser.add_argument("--exports", default="Q4_K_M,Q8_0,adapter",
                         help="which exports to make and score (comma-separated)")
+    parser.add_argument("--context-share", type=float, default=None,
+                        help="share of training units that also get a context sample (the RAFT lever; "
+                             "default: the product's mix)")
+    parser.add_argument("--tag", default="",
+                        help="names this run's exports, so runs sharing --work keep apart scores "
+                             "(the base model's stay cached)")
     args = parser.parse_args()
     from codelearn.machine import this_machine
 
@@ -50,6 +64,7 @@ def main() -> None:
     from codelearn.evaluate.learning import learning_json, score_models
     from codelearn.evaluate.probes import ProbeOptions, all_probes
     from codelearn.evaluate.scoring import ModelRef, ScoreCache
+    from codelearn.evaluate.served import SearchNeighbours
     from codelearn.index.indexer import run_index
     from codelearn.llm.llama_backend import LlamaVocab
     from codelearn.models.registry import Registry
@@ -81,7 +96,11 @@ def main() -> None:
     base = training_base(project, registry, serving)
     vocab = LlamaVocab(base.gguf)
     answers = timed("self replay answers", self_answers, base.gguf, base.sha256)
-    dataset = timed("dataset", build_dataset, project, vocab, DataOptions.from_settings(project.settings), answers)
+    data_options = DataOptions.from_settings(project.settings)
+    if args.context_share is not None:
+        data_options = replace(data_options, mix=replace(data_options.mix, context_share=args.context_share))
+    print(f"mix: {data_options.mix}", flush=True)
+    dataset = timed("dataset", build_dataset, project, vocab, data_options, answers)
     stats = dataset.stats()
     print(json.dumps(stats["split"], indent=1))
     print({k: (v["samples"], v["tokens"]) for k, v in stats["kinds"].items()}, "total", stats["tokens"])
@@ -98,33 +117,40 @@ def main() -> None:
             print(f"  step {state.step}/{state.steps} loss {state.loss:.3f} {state.tokens_per_s:.0f} tok/s "
                   f"{state.seconds / 60:.1f} min", flush=True)
 
-    result = timed("train", trainer.train, hf_dir, dataset.encoded, config, work / "adapter", step)
+    result = timed("train", trainer.train, hf_dir, dataset.encoded, config, work / f"adapter{args.tag}", step)
     print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
     converter = converter_dir(project.settings.converter_path)
     exports = {}
     for name in args.exports.split(","):
-        folder = work / f"export-{name}"
+        folder = work / f"export-{args.tag}{name}"
         folder.mkdir(exist_ok=True)
         if name == "adapter":
-            exports[name] = timed("export adapter", export_adapter, base.gguf, hf_dir, work / "adapter",
+            exports[name] = timed("export adapter", export_adapter, base.gguf, hf_dir, work / f"adapter{args.tag}",
                                   folder, converter=converter)
         else:
-            exports[name] = timed(f"export {name}", export_gguf, hf_dir, work / "adapter", folder,
+            exports[name] = timed(f"export {name}", export_gguf, hf_dir, work / f"adapter{args.tag}", folder,
                                   quant=name, converter=converter)
     for name, export in exports.items():
         print(f"  {name}: {json.dumps(export.as_json()['seconds'])} size {export.size / 1e6:.1f} MB")
 
     options = ProbeOptions(targets=args.targets, seed=0)
-    probes = all_probes(dataset.split, dataset.finder, dataset.fmt, vocab, dataset.repo_name, answers, options)
+    search = SearchNeighbours(project, vocab)  # the served condition: what ask's search finds
+    try:
+        probes = all_probes(dataset.split, dataset.finder, dataset.fmt, vocab, dataset.repo_name, answers,
+                            options, retrieve=search)
+    finally:
+        search.close()
     models = [ModelRef("base", base.gguf, base.sha256)] + [
-        ModelRef(name, e.model, f"learning:{work}:{name}", e.adapter) for name, e in exports.items()]
+        ModelRef(f"{args.tag}{name}", e.model, f"learning:{work}:{args.tag}{name}", e.adapter)
+        for name, e in exports.items()]
     scored = timed("score", score_models, models, probes, vocab, cache=ScoreCache(work / "scores.jsonl"),
                    progress=lambda stage, d, t: print(f"  {stage} {d}/{t}", flush=True) if d % 20 == 0 else None)
     table = {}
-    print("\n| served model | repo loss | +retrieval | +random | next-line EM | general code | chat replay |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| served model | repo loss | +retrieval (oracle) | +random | +search (served) | next-line EM "
+          "| general code | chat replay |")
+    print("|---|---|---|---|---|---|---|---|")
     for model in scored.by_model:
-        row = {c: scored.loss(model, "repo", c) for c in ("none", "relevant", "random")}
+        row = {c: scored.loss(model, "repo", c) for c in ("none", "relevant", "random", "retrieved")}
         row["em"] = scored.tally(model, "repo").exact_match
         row["general_code"] = scored.loss(model, "general_code")
         row["general_chat"] = scored.loss(model, "general_chat")
@@ -133,7 +159,8 @@ def main() -> None:
     for model in list(scored.by_model)[1:]:
         b, a = table["base"], table[model]
         print(f"{model}: repo {(a['none'] - b['none']) / b['none']:+.1%}, +retrieval "
-              f"{(a['relevant'] - b['relevant']) / b['relevant']:+.1%}, general code "
+              f"{(a['relevant'] - b['relevant']) / b['relevant']:+.1%}, +search "
+              f"{(a['retrieved'] - b['retrieved']) / b['retrieved']:+.1%}, general code "
               f"{(a['general_code'] - b['general_code']) / b['general_code']:+.1%}, chat replay "
               f"{(a['general_chat'] - b['general_chat']) / b['general_chat']:+.1%}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
