@@ -199,3 +199,29 @@ def test_tomorrows_gate_probes_mostly_the_same_targets():
     tomorrow = pick_targets(Split([], [unit(i, 3) for i in range(70)], [], None), 24, seed=0)
     kept = {u.symbol for u in today} & {u.symbol for u in tomorrow}
     assert len(today) == len(tomorrow) == 24 and len(kept) >= 18
+
+
+def test_a_probes_random_neighbours_do_not_depend_on_what_training_drew_before(tiny_model):
+    """Training samples draw random neighbours from the same finder before the probes are built;
+    had the probes followed its draws, every change in the mix (any new commit) would give the
+    random condition new contexts, and the serving model's cached scores would miss each night."""
+    from codelearn.corpus.formats import TextFormat
+    from codelearn.corpus.neighbours import Neighbours
+    from codelearn.corpus.units import Unit
+    from codelearn.evaluate.probes import ProbeOptions, repo_probes
+    from codelearn.llm.llama_backend import LlamaVocab
+
+    pool = [Unit(i, "repo", f"m{i % 8}.py", "python", "function", f"f{i}", 1, 2,
+                 f"def f{i}(x):\n    return x * {i}\n", "", False, None) for i in range(40)]
+    vocab = LlamaVocab(tiny_model)
+
+    def random_contexts(drawn_before: int) -> list[list[int]]:
+        finder = Neighbours(pool, seed=0)
+        for _ in range(drawn_before):
+            finder.random(pool[0], 3)
+        probes = repo_probes(pool[:4], vocab=vocab, fmt=TextFormat.for_vocab(vocab), repo="r", finder=finder,
+                             options=ProbeOptions())
+        return [p.encoded.ids for p in probes if p.condition == "random"]
+
+    assert len(random_contexts(0)) == 4 and random_contexts(0) == random_contexts(9)
+    assert len({tuple(ids) for ids in random_contexts(0)}) == 4

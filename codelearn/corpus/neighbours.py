@@ -60,9 +60,9 @@ class Neighbours:
                 break
         return out
 
-    def random(self, unit: Unit, k: int) -> list[Unit]:
-        """k pool units drawn at random from other files."""
-        others = [u for u in self.rng.sample(self.pool, min(len(self.pool), 4 * k + 4))
+    def random(self, unit: Unit, k: int, rng: random.Random | None = None) -> list[Unit]:
+        """k pool units drawn at random from other files (with `rng`, else the finder's own)."""
+        others = [u for u in (rng or self.rng).sample(self.pool, min(len(self.pool), 4 * k + 4))
                   if u.path != unit.path]
         return others[:k]
 

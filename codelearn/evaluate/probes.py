@@ -86,6 +86,13 @@ def pick_targets(split: Split, count: int, seed: int) -> list[Unit]:
     return new + ranked(split.random)[:count - len(new)]
 
 
+def _own_rng(unit: Unit, seed: int) -> random.Random:
+    """The target's own draw: training draws from the same finder first, so its shared rng would
+    give every random-condition probe new neighbours whenever the training mix changed (and the
+    serving model's cached scores would miss every night)."""
+    return random.Random(f"{seed}:{unit.key}")
+
+
 def repo_probes(targets: list[Unit], *, vocab: Vocab, fmt: TextFormat, repo: str, finder: Neighbours,
                 options: ProbeOptions, retrieve: Retrieve | None = None) -> list[Probe]:
     """Each target in the three context conditions (four with `retrieve`: what `ask`'s search
@@ -96,7 +103,7 @@ def repo_probes(targets: list[Unit], *, vocab: Vocab, fmt: TextFormat, repo: str
     for unit in targets:
         target = _clipped(unit, vocab, options.target_tokens)
         contexts = {"none": [], "relevant": finder.similar(unit, options.neighbours),
-                    "random": finder.random(unit, options.neighbours)}
+                    "random": finder.random(unit, options.neighbours, _own_rng(unit, options.seed))}
         if retrieve is not None:
             contexts["retrieved"] = retrieve(unit, room)
         for condition, neighbours in contexts.items():
