@@ -117,7 +117,8 @@ def main() -> None:
             print(f"  step {state.step}/{state.steps} loss {state.loss:.3f} {state.tokens_per_s:.0f} tok/s "
                   f"{state.seconds / 60:.1f} min", flush=True)
 
-    result = timed("train", trainer.train, hf_dir, dataset.encoded, config, work / f"adapter{args.tag}", step)
+    adapter_dir = work / f"adapter{args.tag}"
+    result = timed("train", trainer.train, hf_dir, dataset.encoded, config, adapter_dir, step)
     print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
     converter = converter_dir(project.settings.converter_path)
     exports = {}
@@ -125,10 +126,10 @@ def main() -> None:
         folder = work / f"export-{args.tag}{name}"
         folder.mkdir(exist_ok=True)
         if name == "adapter":
-            exports[name] = timed("export adapter", export_adapter, base.gguf, hf_dir, work / f"adapter{args.tag}",
-                                  folder, converter=converter)
+            exports[name] = timed("export adapter", export_adapter, base.gguf, hf_dir, adapter_dir, folder,
+                                  converter=converter)
         else:
-            exports[name] = timed(f"export {name}", export_gguf, hf_dir, work / f"adapter{args.tag}", folder,
+            exports[name] = timed(f"export {name}", export_gguf, hf_dir, adapter_dir, folder,
                                   quant=name, converter=converter)
     for name, export in exports.items():
         print(f"  {name}: {json.dumps(export.as_json()['seconds'])} size {export.size / 1e6:.1f} MB")
