@@ -63,6 +63,22 @@ def test_an_answer_holds_a_fact_only_when_it_states_it():
     assert not holds("normalise does it", Fact("calls", "q", "_normalise", "k", "p.py"))
 
 
+def test_every_right_answer_counts_when_the_code_states_several():
+    helpers = {"_is_stale", "_parse", "_read"}
+    code = """def load(path, strict=True):
+    if not path:
+        raise MissingPath(path)
+    if strict and _is_stale(path):
+        raise StaleFile(path)
+    return _parse(_read(path))
+"""
+    raises, calls = facts_for(_unit("load", code), helpers)  # two facts per definition, as before
+    assert raises.answers == ("MissingPath", "StaleFile") and set(calls.answers) == helpers
+    assert holds("It raises `StaleFile` when the file is stale.", raises)
+    assert not holds("It raises FileNotFoundError.", raises)
+    assert holds("It calls `_read` to get the text.", calls) and not holds("It calls `read`.", calls)
+
+
 def test_fact_questions_go_through_ask_for_every_model(train_repo, tiny_model):
     from codelearn.corpus.units import load_units
     from codelearn.evaluate.facts import ask_facts

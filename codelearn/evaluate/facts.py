@@ -11,7 +11,9 @@ reads (with `ast`, never a model) the facts a user asks about and the code state
 - the file it lives in, and for a method its class.
 
 Each question is asked through the real `ask` pipeline (retrieval included) with every model
-being compared, and judged by whether the answer holds the fact.
+being compared, and judged by whether the answer holds the fact. Where the code states
+several right answers (a function that raises two exceptions, calls two helpers), naming
+any of them is right.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ class Fact:
     answer: str  # the literal fact
     key: str  # the unit asked about
     path: str
+    others: tuple[str, ...] = ()  # further right answers (a second exception it raises...)
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        return (self.answer, *self.others)
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -108,30 +115,33 @@ def facts_for(unit: Unit, defined: set[str]) -> list[Fact]:
     """The checkable facts of one held-out Python definition, most specific first."""
     name, facts = _name(unit), []
 
-    def add(kind: str, question: str, answer: str) -> None:
-        facts.append(Fact(kind, question, answer, unit.key, unit.path))
+    def add(kind: str, question: str, answers: list[str]) -> None:
+        if answers:
+            facts.append(Fact(kind, question, answers[0], unit.key, unit.path, tuple(answers[1:])))
 
     fn = _function(unit) if unit.language == "python" else None
     if fn is not None:
-        for exc in _raised(fn)[:1]:
-            add("raises", f"Which exception does `{name}` raise?", exc)
+        add("raises", f"Which exception does `{name}` raise?", _raised(fn))
         for param, value in _defaults(fn)[:1]:
-            add("default", f"What is the default value of the `{param}` parameter of `{name}`?", value)
-        for string in _returned_strings(fn)[:1]:
-            add("returns", f"What string does `{name}` return?", string)
-        for helper in _calls(fn, defined)[:1]:
-            add("calls", f"Which function defined in this repo does `{name}` call?", helper)
+            add("default", f"What is the default value of the `{param}` parameter of `{name}`?", [value])
+        add("returns", f"What string does `{name}` return?", _returned_strings(fn))
+        add("calls", f"Which function defined in this repo does `{name}` call?", _calls(fn, defined))
     if "." in unit.symbol and unit.kind == "method":
-        add("class", f"Which class defines the method `{name}`?", unit.symbol.rsplit(".", 2)[-2])
-    add("file", f"In which file is `{name}` defined?", unit.path.rsplit("/", 1)[-1])
+        add("class", f"Which class defines the method `{name}`?", [unit.symbol.rsplit(".", 2)[-2]])
+    add("file", f"In which file is `{name}` defined?", [unit.path.rsplit("/", 1)[-1]])
     return facts[:MAX_PER_UNIT]
 
 
 def holds(answer_text: str, fact: Fact) -> bool:
-    """Does the answer state the fact? Identifiers as whole words; literals verbatim."""
-    if fact.kind in ("raises", "calls", "class", "file"):
-        return re.search(rf"(?<![\w.]){re.escape(fact.answer)}(?!\w)", answer_text) is not None
-    wanted = fact.answer.strip("'\"") if fact.kind == "default" else fact.answer
+    """Does the answer state the fact (any of its right answers)? Identifiers as whole words;
+    literals verbatim."""
+    return any(_states(answer_text, fact.kind, answer) for answer in fact.answers)
+
+
+def _states(answer_text: str, kind: str, answer: str) -> bool:
+    if kind in ("raises", "calls", "class", "file"):
+        return re.search(rf"(?<![\w.]){re.escape(answer)}(?!\w)", answer_text) is not None
+    wanted = answer.strip("'\"") if kind == "default" else answer
     return wanted in answer_text
 
 
