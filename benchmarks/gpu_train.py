@@ -87,7 +87,7 @@ def main() -> None:
             return
         result = UnslothTrainer().train(base_dir, train, TrainConfig(max_minutes=args.unsloth_minutes),
                                         args.out / "unsloth-adapter")
-        print(json.dumps({"unsloth": {k: v for k, v in result.as_json().items() if k not in ("losses", "lrs")}}))
+        print(json.dumps({"unsloth": {k: v for k, v in result.as_json().items() if k != "losses"}}))
         return
     out: dict = {"machine": this_machine().as_json(), "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                  "train_samples": len(train), "train_tokens": sum(len(e.ids) for e in train)}
@@ -96,7 +96,7 @@ def main() -> None:
 
     result = PeftTrainer().train(base_dir, train, TrainConfig(max_minutes=args.minutes, dtype="bf16"),
                                  args.out / "peft-adapter")
-    out["peft"] = {k: v for k, v in result.as_json().items() if k not in ("losses", "lrs")}
+    out["peft"] = {k: v for k, v in result.as_json().items() if k != "losses"}
     out["peft"]["loss_curve"] = [round(x, 3) for x in result.losses[:: max(1, len(result.losses) // 20)]]
     out["peft"]["wall_s"] = round(time.perf_counter() - started, 1)
     out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)

@@ -119,7 +119,7 @@ def main() -> None:
 
     adapter_dir = work / f"adapter{args.tag}"
     result = timed("train", trainer.train, hf_dir, dataset.encoded, config, adapter_dir, step)
-    print(json.dumps({k: v for k, v in result.as_json().items() if k not in ("losses", "lrs")}, indent=1))
+    print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
     converter = converter_dir(project.settings.converter_path)
     exports = {}
     for name in args.exports.split(","):

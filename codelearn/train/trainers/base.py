@@ -79,12 +79,10 @@ class TrainResult:
     dtype: str = "fp32"
     precision: dict = field(default_factory=dict)  # the precision choice and why
     losses: list[float] = field(default_factory=list)
-    lrs: list[float] = field(default_factory=list)  # the learning rate of each step
 
     def as_json(self) -> dict:
         data = asdict(self)
         data["losses"] = [round(x, 4) for x in self.losses]
-        data["lrs"] = [float(f"{x:.3g}") for x in self.lrs]
         return data
 
 

@@ -6,9 +6,7 @@ counts only the tokens a sample marks as trained (the target after its context,
 an answer after its prompt). Stops at the step limit, the time budget or the
 end of three passes over the data, whichever comes first, and always saves. The
 clock is read after every sequence, not every step: on a slow CPU one step can take
-longer than the whole budget. The learning rate warms up, then falls along a cosine
-to 10% by whichever end comes first, so a run the clock ends is annealed like one
-that ran out of data, not cut off at its peak rate.
+longer than the whole budget.
 """
 
 from __future__ import annotations
@@ -43,12 +41,11 @@ def sample_order(count: int, seed: int) -> list[int]:
     return order
 
 
-def _lr_factor(step: int, warmup: int, total: int, spent: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 10% by the planned steps or the end of the time
-    budget, whichever is nearer (`spent`: the share of the budget used, 0 without one)."""
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% over the planned steps."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, max((step - warmup) / max(1, total - warmup), spent))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -77,10 +74,6 @@ class _Clock:
 
     def out_of_time(self) -> bool:
         return bool(self.budget) and time.perf_counter() - self.started >= self.budget
-
-    def spent(self) -> float:
-        """The share of the time budget used (0 without a budget)."""
-        return (time.perf_counter() - self.started) / self.budget if self.budget else 0.0
 
     def tick(self, loss: float | None) -> None:
         result = self.result
@@ -139,10 +132,8 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     model.train()
     result.stopped = "data"
     for cursor in range(0, planned, config.grad_accum):
-        lr = config.lr * _lr_factor(result.steps, config.warmup_steps, total, clock.spent())
         for group in optimiser.param_groups:
-            group["lr"] = lr
-        result.lrs.append(lr)
+            group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total)
         batch = [usable[i] for i in order[cursor:cursor + config.grad_accum]]
         losses = _accumulate(torch, model, batch, config, autocast, device, clock)
         if len(losses) < len(batch):
