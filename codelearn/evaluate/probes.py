@@ -7,7 +7,7 @@ base model's own answers to held-out generic prompts) and `use` (corrections fro
 the repo's question history, held out from training). Repo probes come in
 conditions with the *same* scored target: `none` (the file alone), `relevant`
 (the training chunks most similar to the target: an oracle's retrieval),
-`random` (random training chunks before it) and, where a search is given,
+`random` (the same random training chunks before every target) and, where a search is given,
 `retrieved` (what `ask`'s own search finds for a question about the target).
 """
 
@@ -86,11 +86,13 @@ def pick_targets(split: Split, count: int, seed: int) -> list[Unit]:
     return new + ranked(split.random)[:count - len(new)]
 
 
-def _own_rng(unit: Unit, seed: int) -> random.Random:
-    """The target's own draw: training draws from the same finder first, so its shared rng would
-    give every random-condition probe new neighbours whenever the training mix changed (and the
-    serving model's cached scores would miss every night)."""
-    return random.Random(f"{seed}:{unit.key}")
+def _distractor_rng(seed: int) -> random.Random:
+    """The random condition's draw, made afresh for every target: all targets see the same
+    distractors (less those from their own file), so their probes begin alike and the scorer
+    evaluates that prefix once. Not the finder's rng: training draws from it first, which would
+    give every probe new distractors whenever the training mix changed (and the serving model's
+    cached scores would miss every night)."""
+    return random.Random(f"{seed}:random")
 
 
 def repo_probes(targets: list[Unit], *, vocab: Vocab, fmt: TextFormat, repo: str, finder: Neighbours,
@@ -103,7 +105,7 @@ def repo_probes(targets: list[Unit], *, vocab: Vocab, fmt: TextFormat, repo: str
     for unit in targets:
         target = _clipped(unit, vocab, options.target_tokens)
         contexts = {"none": [], "relevant": finder.similar(unit, options.neighbours),
-                    "random": finder.random(unit, options.neighbours, _own_rng(unit, options.seed))}
+                    "random": finder.random(unit, options.neighbours, _distractor_rng(options.seed))}
         if retrieve is not None:
             contexts["retrieved"] = retrieve(unit, room)
         for condition, neighbours in contexts.items():

@@ -113,12 +113,18 @@ class LineEnds:
 def score_probes(model: ModelRef, probes: list[Probe], vocab: Vocab, *, cache: ScoreCache,
                  threads: int = 0, n_ctx: int = 2048,
                  progress: Callable[[int, int], None] | None = None) -> Scores:
-    """Tallies per (group, condition) for `model` over `probes`."""
-    scores = Scores()
+    """Tallies per (group, condition) for `model` over `probes`.
+
+    Probes are evaluated in the order of their tokens, so that those which begin alike (the
+    same header, the same distractors) follow each other and the scorer evaluates a shared
+    prefix once; the tallies are added in the probes' own order."""
     ends = LineEnds(vocab)
+    tallies: dict[int, Tally] = {}
     scorer = None
     try:
-        for done, probe in enumerate(probes, 1):
+        order = sorted(range(len(probes)), key=lambda i: probes[i].encoded.ids)
+        for done, index in enumerate(order, 1):
+            probe = probes[index]
             key = f"{model.identity}:{probe.digest}"
             tally = cache.get(key)
             if tally is None:
@@ -128,12 +134,15 @@ def score_probes(model: ModelRef, probes: list[Probe], vocab: Vocab, *, cache: S
                     scorer = LlamaScorer(model.path, n_ctx=n_ctx, threads=threads, lora_path=model.lora)
                 tally = _score_one(scorer, probe, ends)
                 cache.put(key, tally)
-            scores.add(probe.group, probe.condition, probe.key, tally)
+            tallies[index] = tally
             if progress:
                 progress(done, len(probes))
     finally:
         if scorer is not None:
             scorer.close()
+    scores = Scores()
+    for index, probe in enumerate(probes):
+        scores.add(probe.group, probe.condition, probe.key, tallies[index])
     return scores
 
 

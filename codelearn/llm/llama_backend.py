@@ -290,7 +290,9 @@ class LlamaScorer:
     Logits are requested only for the positions whose next token is scored
     (llama.cpp computes the 150k-wide output layer for those alone), so a long
     context before a short target costs a forward pass, not a full softmax per
-    position. `lora_path` applies an adapter GGUF the way `ask` would serve it.
+    position. The cache keeps the last probe's tokens: a probe that begins like it
+    (the same header, the same distractors) evaluates only what differs, up to its
+    first scored position. `lora_path` applies an adapter GGUF the way `ask` would serve it.
     """
 
     def __init__(self, path: Path, *, n_ctx: int = 2048, threads: int = 0,
@@ -304,6 +306,8 @@ class LlamaScorer:
                          n_gpu_layers=default_gpu_layers(_llama_cpp(), -1), **extra)
         self.n_ctx = n_ctx
         self.n_vocab = self.llm._model.n_vocab()
+        self.cached: list[int] = []  # the tokens whose keys and values sequence 0 holds
+        self.evaluated = 0  # tokens decoded so far (a reused prefix is not counted)
 
     def score(self, ids: list[int], scored: list[bool]):
         """(negative log-likelihood, greedy hit) for each token i > 0 with `scored[i]`.
@@ -317,10 +321,10 @@ class LlamaScorer:
             raise CodelearnError(f"A {len(ids)}-token probe does not fit the {self.n_ctx}-token window.",
                                  "Lower the probe size (eval_tokens setting).")
         ctx = self.llm._ctx.ctx
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        start = self._reuse(ctx, ids, scored)
         batch = self.llm._batch.batch
         nll, hit = [], []
-        for begin in range(0, len(ids), self.n_batch):
+        for begin in range(start, len(ids), self.n_batch):
             part = ids[begin:begin + self.n_batch]
             batch.n_tokens = len(part)
             wanted = []
@@ -334,6 +338,7 @@ class LlamaScorer:
                     wanted.append(i)
             if llama_cpp.llama_decode(ctx, batch) != 0:
                 raise CodelearnError("llama.cpp failed to evaluate a probe.", "Retry with --debug.")
+            self.evaluated += len(part)
             for i in wanted:
                 row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i),
                                             shape=(self.n_vocab,)).astype(np.float64)
@@ -341,11 +346,35 @@ class LlamaScorer:
                 top = row.max()
                 nll.append(float(top + np.log(np.exp(row - top).sum()) - row[target]))
                 hit.append(bool(row[target] >= top))
+        self.cached = list(ids)
         return np.array(nll, dtype=np.float64), np.array(hit, dtype=bool)
+
+    def _reuse(self, ctx, ids: list[int], scored: list[bool]) -> int:
+        """Keep the cached prefix `ids` shares with the last probe, up to the first position whose
+        logits are needed (they are not cached); drop the rest. Returns where decoding starts."""
+        llama_cpp = _llama_cpp()
+        memory = llama_cpp.llama_get_memory(ctx)
+        first = next((i for i in range(1, len(ids)) if scored[i]), len(ids))
+        keep = min(common_prefix(self.cached, ids), first - 1)
+        self.cached = []  # until this probe is evaluated in full
+        if keep <= 0 or not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
+            llama_cpp.llama_memory_clear(memory, True)
+            return 0
+        return keep
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.llm.close()
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def quantize_gguf(src: Path, dst: Path, file_type: str) -> Path:
