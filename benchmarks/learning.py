@@ -15,6 +15,8 @@ A lever against a baseline, in one work folder (the clone, index and base scores
     python benchmarks/learning.py --repo . --minutes 12 --targets 8 --exports adapter --work W --tag mix-
     python benchmarks/learning.py --repo . --minutes 12 --targets 8 --exports adapter --work W --tag raft- \
         --context-share 1.0
+    python benchmarks/learning.py --repo . --minutes 20 --targets 12 --work W --tag views- \
+        --mix fim=0.6,context=0.9,instruct=0.9     # more kinds of samples, fewer passes
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def main() -> None:
     parser.add_argument("--context-share", type=float, default=None,
                         help="share of training units that also get a context sample (the RAFT lever; "
                              "default: the product's mix)")
+    parser.add_argument("--mix", default="", help="views per training unit, e.g. fim=0.4,context=0.6,"
+                        "instruct=0.6 (more kinds of samples against more passes over the same ones)")
     parser.add_argument("--tag", default="",
                         help="names this run's exports, so runs sharing --work keep apart scores "
                              "(the base model's stay cached)")
@@ -99,6 +103,9 @@ def main() -> None:
     data_options = DataOptions.from_settings(project.settings)
     if args.context_share is not None:
         data_options = replace(data_options, mix=replace(data_options.mix, context_share=args.context_share))
+    if args.mix:
+        shares = {f"{k}_share": float(v) for k, v in (item.split("=") for item in args.mix.split(","))}
+        data_options = replace(data_options, mix=replace(data_options.mix, **shares))
     print(f"mix: {data_options.mix}", flush=True)
     dataset = timed("dataset", build_dataset, project, vocab, data_options, answers)
     stats = dataset.stats()
