@@ -15,8 +15,8 @@ A lever against a baseline, in one work folder (the clone, index and base scores
     python benchmarks/learning.py --repo . --minutes 12 --targets 8 --exports adapter --work W --tag mix-
     python benchmarks/learning.py --repo . --minutes 12 --targets 8 --exports adapter --work W --tag raft- \
         --context-share 1.0
-    python benchmarks/learning.py --repo . --minutes 20 --targets 12 --work W --tag views- \
-        --mix fim=0.6,context=0.9,instruct=0.9     # more kinds of samples, fewer passes
+    python benchmarks/learning.py --repo . --minutes 24 --steps 200 --targets 12 --work W --tag views- \
+        --mix fim=0.4,context=0.6,instruct=0.6     # more views per unit, fewer passes
 """
 
 from __future__ import annotations

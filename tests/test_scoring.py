@@ -7,7 +7,11 @@ import random
 import numpy as np
 import pytest
 
-from codelearn.llm.llama_backend import LlamaScorer, LlamaVocab, common_prefix
+from llama_cpp import Llama
+
+from codelearn.llm.llama_backend import LlamaScorer, LlamaVocab
+
+common_prefix = Llama.longest_token_prefix
 
 
 @pytest.fixture
@@ -49,7 +53,9 @@ def test_a_probe_unlike_the_last_is_evaluated_from_the_start(scorer):
     a, b = _ids(rng, 100), _ids(rng, 100)
     scored = [i >= 50 for i in range(100)]
     scorer.score(a, scored)
+    before = scorer.evaluated
     first = scorer.score(b, scored)[0]
+    assert scorer.evaluated - before == 100  # nothing in common with a: every token evaluated
     before = scorer.evaluated
     again = scorer.score(b, scored)[0]  # the same probe twice: all but the needed logits reused
     assert scorer.evaluated - before == 100 - 49

@@ -355,7 +355,7 @@ class LlamaScorer:
         llama_cpp = _llama_cpp()
         memory = llama_cpp.llama_get_memory(ctx)
         first = next((i for i in range(1, len(ids)) if scored[i]), len(ids))
-        keep = min(common_prefix(self.cached, ids), first - 1)
+        keep = min(llama_cpp.Llama.longest_token_prefix(self.cached, ids), first - 1)
         self.cached = []  # until this probe is evaluated in full
         if keep <= 0 or not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
             llama_cpp.llama_memory_clear(memory, True)
@@ -365,16 +365,6 @@ class LlamaScorer:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.llm.close()
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens `a` and `b` share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def quantize_gguf(src: Path, dst: Path, file_type: str) -> Path:
