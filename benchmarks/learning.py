@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--model", default="", help="base model (default: the serving default)")
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--since", default="", help="the cut commit (default: chosen as `codelearn train` "
+                        "chooses it); to repeat an earlier run's split")
     parser.add_argument("--targets", type=int, default=24)
     parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -100,7 +102,7 @@ def main() -> None:
     base = training_base(project, registry, serving)
     vocab = LlamaVocab(base.gguf)
     answers = timed("self replay answers", self_answers, base.gguf, base.sha256)
-    data_options = DataOptions.from_settings(project.settings)
+    data_options = DataOptions.from_settings(project.settings, **({"cut_commit": args.since} if args.since else {}))
     if args.context_share is not None:
         data_options = replace(data_options, mix=replace(data_options.mix, context_share=args.context_share))
     if args.mix:

@@ -28,6 +28,8 @@ cron_app = typer.Typer(no_args_is_help=True, help="A nightly `codelearn train` f
 app.add_typer(cron_app, name="cron")
 models_app = typer.Typer(no_args_is_help=True, help="Answer models: list, pull, choose, inspect, remove.")
 app.add_typer(models_app, name="models")
+engine_app = typer.Typer(no_args_is_help=True, help="llama.cpp compiled for this CPU: build, status, remove.")
+app.add_typer(engine_app, name="engine")
 history_app = typer.Typer(help="Questions asked about this repo and your feedback; `history clear` deletes them.")
 app.add_typer(history_app, name="history")
 
@@ -751,6 +753,76 @@ def _rollback_search(project) -> None:
     with console.progress_bar() as progress:
         seconds = reembed(project, progress)
     console.info(f"Re-embedded the index in {seconds:.0f} s.")
+
+
+# -- engine ------------------------------------------------------------------------
+
+@engine_app.command("build")
+@_expected_errors
+def engine_build(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to measure both engines on "
+                                        "(name or .gguf; default: the one `ask` uses)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="llama-cpp-python sdist (.tar.gz) or "
+                                          "llama.cpp folder (default: the installed version's sdist, "
+                                          "downloaded once)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Compile llama.cpp for this CPU (a few minutes), measure it against the installed wheel, and
+    use it from now on if it is faster and scores the same."""
+    from codelearn.llm.native_engine import engines_root
+    from codelearn.models.engine_build import build
+    from codelearn.models.registry import Registry, resolve_model
+
+    resolved = resolve_model(Registry(), model or "", None, "--model")
+    log = engines_root() / "build.log"
+    with console.progress_bar(not as_json) as progress:
+        record = build(resolved.path, local_source=str(source or ""), log_file=log,
+                                     progress=lambda stage, done, total: progress(stage, done, total))
+    if as_json:
+        console.print_json(record.as_json())
+        return
+    _engine_lines(record)
+
+
+@engine_app.command("status")
+@_expected_errors
+def engine_status(as_json: bool = JsonOption) -> None:
+    """Which llama.cpp serves models on this machine, and what `engine build` measured here."""
+    from codelearn.llm import native_engine
+
+    record = native_engine.this_record()
+    lib = native_engine.active_lib()
+    if as_json:
+        console.print_json({"engine": "native" if lib else "portable", "lib": str(lib) if lib else None,
+                            "disabled": os.environ.get(native_engine.ENGINE_VARIABLE, "") == "portable",
+                            "record": record.as_json() if record else None})
+        return
+    if record is None:
+        console.info("The installed llama-cpp-python wheel (portable) serves models. `codelearn engine build` "
+                     "compiles llama.cpp for this CPU and keeps it if it is faster.")
+        return
+    _engine_lines(record)
+    if record.kept and lib is None:
+        console.info(f"Not in use: {native_engine.ENGINE_VARIABLE}=portable is set.")
+
+
+def _engine_lines(record) -> None:
+    for name, speed in (("wheel (portable)", record.portable), ("native build", record.native),
+                        ("native, fused attention", record.fused)):
+        console.info(f"{name}: " + (speed.error or f"{speed.tokens_per_s:.0f} tokens/s, loss {speed.mean_loss:.4f}"))
+    verdict = "in use" if record.kept else "not used"
+    console.info(f"Native llama.cpp for {record.cpu} (llama-cpp-python {record.version}, built in "
+                 f"{record.build_s:.0f} s on {record.built}): {verdict}: {record.reason}.")
+
+
+@engine_app.command("remove")
+@_expected_errors
+def engine_remove() -> None:
+    """Delete the llama.cpp built for this CPU; the installed wheel serves again."""
+    from codelearn.llm import native_engine
+
+    console.info("Removed the native llama.cpp; the wheel serves models again." if native_engine.remove()
+                 else "No native llama.cpp was built on this machine.")
 
 
 def run() -> None:

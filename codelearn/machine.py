@@ -40,6 +40,7 @@ class Machine:
         capability = torch_capability()
         if capability:
             data["torch_cpu_capability"] = capability
+        data["llama_cpp"] = llama_engine()
         return data
 
     def key(self) -> str:
@@ -52,6 +53,7 @@ class Machine:
         flags = ", ".join(self.flags) or "no vector flags read"
         builds = [f"torch {self.torch}" + (f" ({torch_capability()})" if torch_capability() else "")
                   if self.torch else "", f"onnxruntime {self.onnxruntime}" if self.onnxruntime else ""]
+        builds.append(llama_engine())
         return f"{self.cpu} [{flags}], {self.cores} cores, {self.arch}" + "".join(f"; {b}" for b in builds if b)
 
 
@@ -62,6 +64,22 @@ def this_machine() -> Machine:
     return Machine(cpu=cpu or platform.processor() or platform.machine() or "unknown CPU",
                    flags=tuple(f for f in FLAGS_THAT_MATTER if f in flags), cores=_cores(),
                    arch=platform.machine(), torch=_version("torch"), onnxruntime=_version("onnxruntime"))
+
+
+def cpu_signature(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """Names this exact CPU kind: its model and *every* flag it reports, not only those that matter
+    for speed. Code compiled for one CPU (`-march=native`) may use any instruction it has, so a
+    native build is only ever loaded where this signature matches the one it was built on."""
+    cpu, flags = _cpuinfo(cpuinfo)
+    text = "|".join((platform.machine(), cpu or platform.processor(), " ".join(sorted(flags))))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def llama_engine() -> str:
+    """Which llama.cpp build serves models here (the portable wheel or one built for this CPU)."""
+    from codelearn.llm.native_engine import describe, installed_version
+
+    return describe() if installed_version() else ""
 
 
 def torch_capability() -> str | None:

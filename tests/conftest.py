@@ -12,6 +12,7 @@ import pytest
 
 # Read at import: the autouse fixture below clears CODELEARN_* for every test.
 REAL_CONVERTER = os.environ.get("CODELEARN_CONVERTER_PATH", "")
+REAL_SDIST = os.environ.get("CODELEARN_LLAMA_SDIST", "")
 TRAIN_MODULES = ("torch", "transformers", "peft", "sentencepiece", "safetensors", "yaml", "llama_cpp")
 
 GIT_ENV = {
@@ -92,9 +93,34 @@ def tiny_model_no_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_converter(tmp_path_factory, pytestconfig) -> Path:
-    """llama.cpp's pinned converter, from $CODELEARN_CONVERTER_PATH or downloaded once from PyPI
-    into pytest's cache. The test install reaches PyPI, so failing to get it is an error, not a skip."""
+def llama_sdist(tmp_path_factory, pytestconfig) -> Path:
+    """The installed llama-cpp-python's own sdist (llama.cpp's sources and converters): from
+    $CODELEARN_LLAMA_SDIST, else downloaded once from PyPI into pytest's cache and checked."""
+    from codelearn.errors import CodelearnError
+    from codelearn.models.converter import checked_sdist, fetch_sdist, installed_version
+
+    version = installed_version()
+    if REAL_SDIST:
+        return Path(REAL_SDIST)
+    cache = getattr(pytestconfig, "cache", None)
+    folder = cache.mkdir("codelearn-sdist") if cache else tmp_path_factory.mktemp("sdist")
+    for cached in folder.glob(f"llama*cpp*python-{version}.tar.gz"):
+        try:
+            checked_sdist(cached, version)
+            return cached
+        except CodelearnError:
+            cached.unlink()
+    try:
+        return fetch_sdist(version, folder)[0]
+    except CodelearnError as error:
+        pytest.fail(f"llama-cpp-python {version}'s sdist could not be obtained: {error}")
+
+
+@pytest.fixture(scope="session")
+def real_converter(tmp_path_factory, pytestconfig, llama_sdist) -> Path:
+    """llama.cpp's pinned converter, from $CODELEARN_CONVERTER_PATH or the sdist (downloaded once
+    from PyPI into pytest's cache). The test install reaches PyPI, so failing to get it is an
+    error, not a skip."""
     from codelearn.errors import CodelearnError
     from codelearn.models.converter import converter_dir
 
@@ -107,7 +133,7 @@ def real_converter(tmp_path_factory, pytestconfig) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CODELEARN_HOME", str(home))
         try:
-            return converter_dir(REAL_CONVERTER)
+            return converter_dir(REAL_CONVERTER or str(llama_sdist))
         except CodelearnError as error:
             pytest.fail(f"llama.cpp's converter could not be obtained: {error}")
 

