@@ -57,6 +57,7 @@ def build(model: Path, *, local_source: str = "", progress: BuildProgress | None
     tools = _build_tools()
     signature = cpu_signature()
     engines_root().mkdir(parents=True, exist_ok=True)
+    _clear_stale(engines_root())
     staging = Path(tempfile.mkdtemp(dir=engines_root(), prefix=".build-"))
     report = progress or (lambda stage, done, total: None)
     log_file = Path(log_file or engines_root() / "build.log")
@@ -84,6 +85,13 @@ def build(model: Path, *, local_source: str = "", progress: BuildProgress | None
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _clear_stale(root: Path, hours: float = 6.0) -> None:
+    """Remove build folders a killed build left behind (a live build is younger than `hours`)."""
+    for folder in root.glob(".build-*"):
+        if time.time() - folder.stat().st_mtime > hours * 3600:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def measure_all(lib: Path, model: Path, report: BuildProgress, rounds: int = ROUNDS) -> tuple[Speed, Speed, Speed]:
