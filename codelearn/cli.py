@@ -776,8 +776,7 @@ def engine_build(
     resolved = resolve_model(Registry(), model or "", None, "--model")
     log = engines_root() / "build.log"
     with console.progress_bar(not as_json) as progress:
-        record = build(resolved.path, local_source=str(source or ""), log_file=log,
-                                     progress=lambda stage, done, total: progress(stage, done, total))
+        record = build(resolved.path, local_source=str(source or ""), log_file=log, progress=progress)
     if as_json:
         console.print_json(record.as_json())
         return
@@ -794,7 +793,7 @@ def engine_status(as_json: bool = JsonOption) -> None:
     lib = native_engine.active_lib()
     if as_json:
         console.print_json({"engine": "native" if lib else "portable", "lib": str(lib) if lib else None,
-                            "disabled": os.environ.get(native_engine.ENGINE_VARIABLE, "") == "portable",
+                            "disabled": native_engine.disabled(),
                             "record": record.as_json() if record else None})
         return
     if record is None:

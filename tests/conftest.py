@@ -97,21 +97,15 @@ def llama_sdist(tmp_path_factory, pytestconfig) -> Path:
     """The installed llama-cpp-python's own sdist (llama.cpp's sources and converters): from
     $CODELEARN_LLAMA_SDIST, else downloaded once from PyPI into pytest's cache and checked."""
     from codelearn.errors import CodelearnError
-    from codelearn.models.converter import checked_sdist, fetch_sdist, installed_version
+    from codelearn.models.converter import cached_sdist, installed_version
 
     version = installed_version()
     if REAL_SDIST:
         return Path(REAL_SDIST)
     cache = getattr(pytestconfig, "cache", None)
     folder = cache.mkdir("codelearn-sdist") if cache else tmp_path_factory.mktemp("sdist")
-    for cached in folder.glob(f"llama*cpp*python-{version}.tar.gz"):
-        try:
-            checked_sdist(cached, version)
-            return cached
-        except CodelearnError:
-            cached.unlink()
     try:
-        return fetch_sdist(version, folder)[0]
+        return cached_sdist(version, folder)
     except CodelearnError as error:
         pytest.fail(f"llama-cpp-python {version}'s sdist could not be obtained: {error}")
 

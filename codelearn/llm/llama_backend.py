@@ -287,12 +287,12 @@ class LlamaVocab:
             self.llm.close()
 
 
-def _nll(row, target: int) -> float:
-    """-log softmax(row)[target]: exponentials in float32 (all ≤ 1), summed in float64; 6x faster
-    than float64 throughout on a 150k vocabulary, the same to ~1e-7."""
+def _nll(row, target: int, top: float) -> float:
+    """-log softmax(row)[target], `top` being the row's largest logit: exponentials in float32
+    (all ≤ 1), summed in float64; 6x faster than float64 throughout on a 150k vocabulary, the
+    same to ~1e-7."""
     import numpy as np
 
-    top = float(row.max())
     total = np.exp(row - np.float32(top), dtype=np.float32).sum(dtype=np.float64)
     return top + float(np.log(total)) - float(row[target])
 
@@ -355,8 +355,9 @@ class LlamaScorer:
             for i in wanted:
                 row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,))
                 target = ids[begin + i + 1]
-                nll.append(_nll(row, target))
-                hit.append(bool(row[target] >= row.max()))
+                top = float(row.max())
+                nll.append(_nll(row, target, top))
+                hit.append(bool(row[target] >= top))
         self.cached = list(ids)
         return np.array(nll, dtype=np.float64), np.array(hit, dtype=bool)
 

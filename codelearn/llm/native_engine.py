@@ -118,9 +118,14 @@ def this_record() -> EngineRecord | None:
     return read_record(engine_dir(version, cpu_signature())) if version else None
 
 
+def disabled() -> bool:
+    """CODELEARN_ENGINE=portable: the wheel's own libraries, whatever was built."""
+    return os.environ.get(ENGINE_VARIABLE, "").strip().lower() == "portable"
+
+
 def active_lib() -> Path | None:
     """The folder of the native engine to load here, or None for the wheel's own libraries."""
-    if os.environ.get(ENGINE_VARIABLE, "").strip().lower() == "portable":
+    if disabled():
         return None
     version = installed_version()
     if version is None:
@@ -177,8 +182,8 @@ def flash_attention() -> bool:
     forced = os.environ.get(FLASH_VARIABLE, "").strip()
     if forced:
         return forced.lower() not in ("0", "false", "no", "off")
-    folder = Path(loaded_from() or active_lib() or "")
-    record = read_record(folder.parent) if folder.name == "lib" else None
+    folder = _serving_lib()
+    record = read_record(folder.parent) if folder is not None and folder.name == "lib" else None
     return bool(record and record.kept and record.flash_attention)
 
 
@@ -188,14 +193,20 @@ def score_tag() -> str:
     whose kernels round differently (per-probe losses differ by ~5e-3 on the 0.5B), and "+fa"
     with fused attention, which rounds differently again."""
     fused = "+fa" if flash_attention() else ""
-    folder = Path(loaded_from() or active_lib() or "")
-    if not str(folder) or str(folder) == "." or folder == _wheel_lib():
+    folder = _serving_lib()
+    if folder is None or folder == _wheel_lib():
         return fused
     if folder.parent.parent == engines_root():
         return "@" + folder.parent.name + fused
     import hashlib  # LLAMA_CPP_LIB_PATH set by hand: some other build
 
     return "@lib-" + hashlib.sha256(str(folder).encode()).hexdigest()[:12] + fused
+
+
+def _serving_lib() -> Path | None:
+    """The folder llama.cpp was loaded from here, or will be (None: not yet known, the wheel)."""
+    loaded = loaded_from()
+    return Path(loaded) if loaded else active_lib()
 
 
 def _wheel_lib() -> Path | None:

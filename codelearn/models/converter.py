@@ -78,12 +78,13 @@ _SDIST_TOP = re.compile(r"llama[-_.]cpp[-_.]python-(.+)", re.IGNORECASE)
 
 def installed_version() -> str:
     """The installed llama-cpp-python's version, which the converter must match."""
-    try:
-        return importlib.metadata.version(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
+    from codelearn.llm.native_engine import installed_version as found
+
+    version = found()
+    if version is None:
         raise CodelearnError("llama-cpp-python is not installed, so no converter can match it.",
-                             "Install codelearn with its dependencies: pip install codelearn"
-                             ) from None
+                             "Install codelearn with its dependencies: pip install codelearn")
+    return version
 
 
 def converter_dir(local: str = "", *, version: str | None = None,
@@ -169,6 +170,21 @@ def fetch_sdist(version: str, folder: Path, progress: Progress | None = None) ->
     except CodelearnError as error:
         raise _download_error(version, error) from None
     return tarball, sha256
+
+
+def cached_sdist(version: str, folder: Path, progress: Progress | None = None) -> Path:
+    """llama-cpp-python `version`'s sdist kept in `folder`: the checked copy already there (a
+    corrupt or replaced one is deleted), else downloaded beside it and moved in once verified."""
+    for cached in sorted(folder.glob(f"llama*cpp*python-{version}.tar.gz")):
+        try:
+            checked_sdist(cached, version)
+            return cached
+        except CodelearnError:
+            cached.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        tarball, _ = fetch_sdist(version, Path(tmp), progress)
+        return Path(shutil.move(str(tarball), folder / tarball.name))
 
 
 def checked_sdist(tarball: Path, version: str) -> str:

@@ -162,7 +162,7 @@ def _build_tools() -> _Tools:
 
 def _source(local: str, version: str, staging: Path, report: BuildProgress) -> Path:
     """llama.cpp's source folder: `local`, else the sdist (cached, else downloaded) extracted."""
-    from codelearn.models.converter import checked_sdist, extract, fetch_sdist, vendored
+    from codelearn.models.converter import cached_sdist, checked_sdist, extract, vendored
 
     if local:
         path = Path(local).expanduser()
@@ -175,7 +175,8 @@ def _source(local: str, version: str, staging: Path, report: BuildProgress) -> P
         tarball = path
         checked_sdist(tarball, version)
     else:
-        tarball = _cached_sdist(version, report, fetch_sdist, checked_sdist)
+        tarball = cached_sdist(version, user_cache_dir() / "sdists",
+                               lambda done, total: report("downloading llama.cpp's sources", done, total))
     report("extracting llama.cpp's sources", 0, None)
     source = staging / "llama.cpp"
     extract(tarball, source, vendored(SOURCE_DIRS, SOURCE_FILES))
@@ -183,21 +184,6 @@ def _source(local: str, version: str, staging: Path, report: BuildProgress) -> P
         raise CodelearnError(f"{tarball.name} has no llama.cpp sources under vendor/llama.cpp/.",
                              "Use the llama-cpp-python sdist (.tar.gz).")
     return source
-
-
-def _cached_sdist(version: str, report: BuildProgress, fetch, check) -> Path:
-    folder = user_cache_dir() / "sdists"
-    for cached in sorted(folder.glob(f"llama*cpp*python-{version}.tar.gz")):
-        try:
-            check(cached, version)
-            return cached
-        except CodelearnError:
-            cached.unlink(missing_ok=True)  # corrupt or replaced: fetch it again
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
-        tarball, _ = fetch(version, Path(tmp), lambda done, total: report("downloading llama.cpp's sources",
-                                                                          done, total))
-        return Path(shutil.move(str(tarball), folder / tarball.name))
 
 
 def _compile(source: Path, build_dir: Path, tools: _Tools, log_file: Path,
@@ -240,9 +226,10 @@ def _run(command: list[str], out, log: Path, stage: str, report: BuildProgress) 
             report(stage, int(percent.group(1)), 100)
     code = process.wait()
     if code != 0:
-        text = b"".join(tail).decode("utf-8", errors="replace").rstrip()
+        joined = b"".join(tail)
+        text = joined.decode("utf-8", errors="replace").rstrip()
         fix = ("Install a C/C++ compiler (Debian/Ubuntu: sudo apt-get install build-essential)"
-               if b"CMAKE_C_COMPILER" in b"".join(tail) or b"No CMAKE_CXX_COMPILER" in b"".join(tail)
+               if b"CMAKE_C_COMPILER" in joined or b"No CMAKE_CXX_COMPILER" in joined
                else "Read the log; codelearn keeps using the wheel's llama.cpp meanwhile")
         raise CodelearnError(f"cmake {stage} failed (exit code {code}):\n{text}", f"{fix}. Full log: {log}")
 
