@@ -167,11 +167,16 @@ def search(
 @app.command()
 @_expected_errors
 def status(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) -> None:
-    """What is indexed, when, how big, and what was skipped and why."""
+    """What is indexed, when, how big, what was skipped and why, and what answers."""
     from codelearn.index.status import index_status
+    from codelearn.llm import native_engine
+    from codelearn.models.registry import Registry, chosen_name
     from codelearn.render import render_status
 
-    info = index_status(_project(repo))
+    project = _project(repo)
+    info = index_status(project)
+    name, why = chosen_name(Registry(), project.settings.model, project.key)
+    info["answer_model"] = {"name": name, "why": why, "llama_cpp": native_engine.describe()}
     if as_json:
         console.print_json(info)
     else:

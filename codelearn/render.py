@@ -31,6 +31,7 @@ def render_status(info: dict) -> None:
         ("vectors", f"{info['vectors']} ({info['embedder']}; {info['vectors_to_embed']} still to embed, "
                     f"{info['vectors_pending_store']} waiting for the vector store)"),
         ("search model", _search_model_line(info.get("search_model") or {})),
+        ("answer model", _answer_model_line(info.get("answer_model") or {})),
         ("size", f"catalog {_mb(info['index_bytes'])}, vector store {_mb(info['vector_store_bytes'])}"),
         ("skipped", ", ".join(f"{k}: {v}" for k, v in info["skipped_by_reason"].items()) or "nothing"),
         ("secrets withheld", f"{info['redactions']} values in {info['files_with_redactions']} files"
@@ -43,6 +44,10 @@ def render_status(info: dict) -> None:
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", str(value))
     out.print(table)
+
+
+def _answer_model_line(model: dict) -> str:
+    return f"{model.get('name', '?')} ({model.get('why', '?')}) on {model.get('llama_cpp', 'llama.cpp')}"
 
 
 def _search_model_line(model: dict) -> str:

@@ -159,6 +159,17 @@ def test_status_names_the_version(indexed):
     assert __version__ in run("status", "--repo", str(indexed)).stdout
 
 
+def test_status_names_the_answer_model_and_the_llama_cpp_that_serves_it(indexed, monkeypatch):
+    from codelearn.models.catalog import DEFAULT_MODEL
+
+    monkeypatch.setenv("CODELEARN_ENGINE", "portable")
+    model = json.loads(run("status", "--json", "--repo", str(indexed)).stdout)["answer_model"]
+    assert model == {"name": DEFAULT_MODEL, "why": "default", "llama_cpp": "llama.cpp portable wheel"}
+    (indexed / ".codelearn.toml").write_text('[codelearn]\nmodel = "qwen2.5-coder-1.5b"\n')
+    shown = run("status", "--repo", str(indexed)).stdout
+    assert "qwen2.5-coder-1.5b (chosen) on llama.cpp portable wheel" in " ".join(shown.split())
+
+
 def test_shell_completion_is_offered_and_completes():
     import os
     import subprocess
