@@ -58,6 +58,9 @@ def main() -> None:
                              "default: the product's mix)")
     parser.add_argument("--mix", default="", help="views per training unit, e.g. fim=0.4,context=0.6,"
                         "instruct=0.6 (more kinds of samples against more passes over the same ones)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=0.0,
+                        help="also save the adapter this often and score each one with the first export "
+                             "kind: the learning curve of one run")
     parser.add_argument("--tag", default="",
                         help="names this run's exports, so runs sharing --work keep apart scores "
                              "(the base model's stay cached)")
@@ -115,7 +118,8 @@ def main() -> None:
     print({k: (v["samples"], v["tokens"]) for k, v in stats["kinds"].items()}, "total", stats["tokens"])
 
     hf_dir = timed("dequantise base (cached after the first run)", prepare_base, base.weights, base.sha256)
-    config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0, dtype=args.dtype)
+    config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0, dtype=args.dtype,
+                         checkpoint_minutes=args.checkpoint_minutes)
     trainer = choose_trainer("auto")
 
     shown = set()
@@ -140,6 +144,17 @@ def main() -> None:
         else:
             exports[name] = timed(f"export {name}", export_gguf, hf_dir, adapter_dir, folder,
                                   quant=name, converter=converter)
+    curve_kind = args.exports.split(",")[0]
+    for point in result.checkpoints:  # the learning curve: each saved adapter, exported as the first kind
+        name = f"{curve_kind}@{point['seconds'] / 60:.0f}min"
+        folder = work / f"export-{args.tag}{name}"
+        folder.mkdir(exist_ok=True)
+        if curve_kind == "adapter":
+            exports[name] = timed(f"export {name}", export_adapter, base.gguf, hf_dir, Path(point["dir"]), folder,
+                                  converter=converter)
+        else:
+            exports[name] = timed(f"export {name}", export_gguf, hf_dir, Path(point["dir"]), folder,
+                                  quant=curve_kind, converter=converter)
     for name, export in exports.items():
         print(f"  {name}: {json.dumps(export.as_json()['seconds'])} size {export.size / 1e6:.1f} MB")
 

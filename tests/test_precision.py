@@ -141,6 +141,32 @@ def test_the_budget_ends_training_inside_a_step_and_applies_what_it_did(tiny_hf,
     assert result.precision["precision"] == "fp32"
 
 
+def test_checkpoints_save_the_adapter_on_the_way_with_what_trained_it(tiny_hf, tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from codelearn.corpus.formats import Encoded
+    from codelearn.train.trainers.base import TrainConfig
+    from codelearn.train.trainers.peft import PeftTrainer
+
+    _slowed(monkeypatch, 0.15)
+    ids = AutoTokenizer.from_pretrained(tiny_hf)("def f(x):\n    return x + 1\n" * 4)["input_ids"][:64]
+    data = [Encoded(ids, [True] * len(ids))] * 16
+    config = TrainConfig(max_steps=8, grad_accum=1, lr=1e-2, warmup_steps=1, checkpoint_minutes=0.4 / 60)
+    result = PeftTrainer().train(tiny_hf, data, config, tmp_path / "adapter")
+    points = result.checkpoints
+    assert 2 <= len(points) < result.steps == 8
+    assert [p["steps"] for p in points] == sorted({p["steps"] for p in points}) and points[-1]["steps"] < 8
+    assert all(p["seconds"] >= 0.4 * (i + 1) - 0.05 for i, p in enumerate(points)), points
+    first = Path(points[0]["dir"])
+    assert json.loads((first / "progress.json").read_text())["tokens"] == points[0]["tokens"] == 64 * points[0]["steps"]
+    early = load_file(str(first / "adapter_model.safetensors"))
+    final = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert any(float((early[k] - final[k]).abs().sum()) > 0 for k in final if "lora_B" in k)
+
+
 # -- progress lines ------------------------------------------------------------------------------
 
 def _wait_for(condition, timeout: float = 10.0) -> None:

@@ -56,6 +56,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto | fp32 | bf16-autocast | bf16 (see train/precision.py)
     threads: int = 0
     seed: int = 0
+    checkpoint_minutes: float = 0.0  # >0: also save the adapter this often (a learning curve from one run)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class TrainResult:
     device: str = "cpu"
     dtype: str = "fp32"
     precision: dict = field(default_factory=dict)  # the precision choice and why
+    checkpoints: list[dict] = field(default_factory=list)  # adapters saved on the way (checkpoint_minutes)
     losses: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict:

@@ -11,6 +11,7 @@ longer than the whole budget.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import resource
@@ -70,7 +71,15 @@ class _Clock:
                  progress: StepProgress | None) -> None:
         self.started = time.perf_counter()
         self.budget = config.max_minutes * 60
+        self.every = config.checkpoint_minutes * 60
         self.total, self.sequences, self.result, self.progress = total, sequences, result, progress
+
+    def checkpoint_due(self) -> bool:
+        """True once per `checkpoint_minutes` of training (never at the budget's end: the
+        final adapter is saved anyway)."""
+        if not self.every or self.out_of_time():
+            return False
+        return self.result.seconds >= self.every * (len(self.result.checkpoints) + 1)
 
     def out_of_time(self) -> bool:
         return bool(self.budget) and time.perf_counter() - self.started >= self.budget
@@ -104,6 +113,17 @@ def _accumulate(torch, model, samples: list[Encoded], config: TrainConfig, autoc
         if clock.out_of_time():
             break
     return losses
+
+
+def _save_checkpoint(model, out_dir: Path, result: TrainResult) -> None:
+    """The adapter as it is now, in `out_dir/checkpoints/step-N`, with what trained it so far."""
+    folder = out_dir / "checkpoints" / f"step-{result.steps:06d}"
+    model.save_pretrained(str(folder))
+    point = {"dir": str(folder), "steps": result.steps, "sequences": result.sequences, "tokens": result.tokens,
+             "trained_tokens": result.trained_tokens, "seconds": round(result.seconds, 1),
+             "loss": _tail_mean(result.losses)}
+    (folder / "progress.json").write_text(json.dumps(point, indent=1))
+    result.checkpoints.append(point)
 
 
 def _rescale(params, done: int, planned: int) -> None:
@@ -145,6 +165,8 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
         result.steps += 1
         result.losses.append(sum(losses) / len(losses))
         clock.tick(result.losses[-1])
+        if clock.checkpoint_due():
+            _save_checkpoint(model, out_dir, result)
         if clock.out_of_time() and cursor + config.grad_accum < planned:
             result.stopped = "time"
             break
