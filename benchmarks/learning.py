@@ -119,7 +119,7 @@ def main() -> None:
 
     hf_dir = timed("dequantise base (cached after the first run)", prepare_base, base.weights, base.sha256)
     config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0, dtype=args.dtype,
-                         checkpoint_minutes=args.checkpoint_minutes)
+                         checkpoint_minutes=args.checkpoint_minutes, snapshots=True)
     trainer = choose_trainer("auto")
 
     shown = set()

@@ -98,6 +98,9 @@ class Settings:
         240.0, "Time budget of one training run in minutes (the nightly run stops training then "
         "and still exports, evaluates and decides); 0 = no limit.")
     train_steps: int = _setting(0, "Most optimiser steps per run; 0 = until the time budget or three passes over the data.")
+    train_checkpoint_minutes: float = _setting(
+        15.0, "Save the training state this often; a run that is killed or crashes goes on from there "
+        "the next time (same data, base and settings); 0 = never.")
     train_search: bool = _setting(
         True, "`codelearn train` first tunes the search model on the repo (as `train --search` does; "
         "needs embedder = default and 40+ documented definitions, else skipped).")

@@ -73,6 +73,10 @@ def render_train(report, quiet: bool = False) -> None:
                   f"{training['dtype']}): {training['tokens']:,} tokens at {training['tokens_per_s']:.0f} tok/s "
                   f"in {training['seconds']:.0f}s; loss {training['first_loss']:.3f} → {training['last_loss']:.3f} "
                   f"(stopped: {_stopped(training)}); peak memory {training['peak_rss_mb']:.0f} MB")
+        if training.get("resumed"):
+            done = training["resumed"]
+            out.print(f"went on from step {done['steps']}: a run that stopped had trained {done['seconds']:.0f}s "
+                      "and saved its state")
     if not quiet and report.export:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in report.export["seconds"].items())
         out.print(f"exported {report.export['kind']} ({report.export['quant']}, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,8 @@ def test_checkpoints_save_the_adapter_on_the_way_with_what_trained_it(tiny_hf, t
     _slowed(monkeypatch, 0.15)
     ids = AutoTokenizer.from_pretrained(tiny_hf)("def f(x):\n    return x + 1\n" * 4)["input_ids"][:64]
     data = [Encoded(ids, [True] * len(ids))] * 16
-    config = TrainConfig(max_steps=8, grad_accum=1, lr=1e-2, warmup_steps=1, checkpoint_minutes=0.4 / 60)
+    config = TrainConfig(max_steps=8, grad_accum=1, lr=1e-2, warmup_steps=1, checkpoint_minutes=0.4 / 60,
+                         snapshots=True)
     result = PeftTrainer().train(tiny_hf, data, config, tmp_path / "adapter")
     points = result.checkpoints
     assert 2 <= len(points) < result.steps == 8
@@ -165,6 +167,49 @@ def test_checkpoints_save_the_adapter_on_the_way_with_what_trained_it(tiny_hf, t
     early = load_file(str(first / "adapter_model.safetensors"))
     final = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
     assert any(float((early[k] - final[k]).abs().sum()) > 0 for k in final if "lora_B" in k)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from codelearn.corpus.formats import Encoded
+    from codelearn.train.trainers import loop
+    from codelearn.train.trainers.base import TrainConfig
+    from codelearn.train.trainers.peft import PeftTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf)
+    data = [Encoded(ids, [True] * len(ids)) for ids in
+            (tokenizer(f"def f{i}(x):\n    return x + {i}\n" * 3)["input_ids"][:48] for i in range(12))]
+    state = tmp_path / "resume.pt"
+    config = TrainConfig(max_steps=6, grad_accum=2, lr=1e-2, warmup_steps=1, checkpoint_minutes=1e-9,
+                         resume_file=str(state), resume_key="data+settings")
+    real, calls = loop._sample_loss, []
+
+    def dies_in_step_four(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3 * 2:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_sample_loss", dies_in_step_four)
+    with pytest.raises(RuntimeError):
+        PeftTrainer().train(tiny_hf, data, config, tmp_path / "killed")
+    monkeypatch.setattr(loop, "_sample_loss", real)
+    assert state.is_file() and not (tmp_path / "killed" / "adapter_model.safetensors").exists()
+
+    resumed = PeftTrainer().train(tiny_hf, data, config, tmp_path / "resumed")
+    assert resumed.resumed["steps"] == 3 and resumed.steps == 6 and len(resumed.losses) == 6
+    assert resumed.sequences == 12 and resumed.tokens == sum(len(d.ids) for d in data)
+    whole = PeftTrainer().train(tiny_hf, data, replace(config, resume_file=""), tmp_path / "whole")
+    assert whole.resumed == {} and whole.losses[:3] == pytest.approx(resumed.losses[:3], abs=1e-6)
+    a = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    assert all(float((a[k] - b[k]).abs().max()) < 1e-5 for k in b)  # the same model as never killed
+
+    other = PeftTrainer().train(tiny_hf, data, replace(config, resume_key="other data", max_steps=1),
+                                tmp_path / "other")
+    assert other.resumed == {} and other.steps == 1  # another run's state is never taken
 
 
 # -- progress lines ------------------------------------------------------------------------------

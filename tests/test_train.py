@@ -129,8 +129,11 @@ def test_a_failed_export_leaves_the_serving_model_alone(repo, monkeypatch, tmp_p
     assert json.loads((runs[0] / "report.json").read_text())["status"] == "failed"
 
 
-def test_a_run_killed_mid_training_changes_nothing_and_the_next_run_cleans_up(repo, monkeypatch):
+def test_a_run_killed_mid_training_changes_nothing_and_the_next_run_goes_on_from_its_state(repo, monkeypatch):
+    import torch
+
     monkeypatch.setenv("CODELEARN_TRAIN_STEPS", "100000")
+    monkeypatch.setenv("CODELEARN_TRAIN_CHECKPOINT_MINUTES", "0.0001")  # after every step
     env = {**os.environ}
     proc = subprocess.Popen([sys.executable, "-m", "codelearn", "train", "-C", str(repo), "-q"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -138,7 +141,7 @@ def test_a_run_killed_mid_training_changes_nothing_and_the_next_run_cleans_up(re
     deadline = time.time() + 120
     while time.time() < deadline:
         logs = list(runs.glob("*/train.log"))
-        if logs and "training: " in logs[0].read_text():  # the first sequence is done
+        if logs and (repo / ".codelearn" / "train" / "resume.pt").is_file():  # a step is done and saved
             time.sleep(1.0)  # some steps more, then the kill lands mid-training
             break
         time.sleep(0.2)
@@ -150,8 +153,13 @@ def test_a_run_killed_mid_training_changes_nothing_and_the_next_run_cleans_up(re
     assert _serving(repo) is None and not list(Registry().history(open_project(repo).key))
     killed = logs[0].parent
     assert not (killed / "report.json").exists()
-    report = run_training(open_project(repo), RunOptions(max_steps=2))
+    state = repo / ".codelearn" / "train" / "resume.pt"
+    saved = torch.load(state, weights_only=True)["progress"]
+    assert saved["steps"] >= 1
+    report = run_training(open_project(repo), RunOptions(max_steps=saved["steps"] + 1))
     assert report.status in ("promoted", "rejected")
+    assert report.training["resumed"]["steps"] == saved["steps"] and report.training["steps"] == saved["steps"] + 1
+    assert not state.exists()  # decided: the state is gone
     assert json.loads((killed / "report.json").read_text())["status"] == "died"
     assert not (killed / "adapter").exists() and (killed / "train.log").exists()
 

@@ -326,8 +326,10 @@ class _Run:
             grad_accum=s.train_grad_accum, kl_weight=s.train_kl_weight, dtype=s.train_dtype,
             threads=s.threads, seed=s.train_seed,
             max_steps=self.options.max_steps if self.options.max_steps is not None else s.train_steps,
-            max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes)
-        config = replace(config, dtype=self.precision.precision)
+            max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes,
+            checkpoint_minutes=s.train_checkpoint_minutes)
+        config = replace(config, dtype=self.precision.precision, resume_file=str(self._resume_file()),
+                         resume_key=resume_key(config, self.base.sha256, self.trainer.name, self.dataset.fingerprint()))
         log.info("training in %s: %s", self.precision.precision, self.precision.reason)
 
         def step(state) -> None:
@@ -340,6 +342,9 @@ class _Run:
         if result.backend != "unsloth":  # unsloth picks its own (bf16 or 4-bit)
             result.precision = self.precision.as_json()
         self.report.training = result.as_json()
+        if result.resumed:
+            log.info("went on from the state a stopped run saved: step %d, %.0fs trained",
+                     result.resumed["steps"], result.resumed["seconds"])
         log.info("trained %d steps, %d sequences in %.0fs (stopped: %s%s)", result.steps, result.sequences,
                  result.seconds, result.stopped, f", last step cut to {result.partial_step} sequences and "
                  "applied" if result.partial_step else "")
@@ -421,6 +426,18 @@ class _Run:
         for gone in self.registry.prune(self.project.key, self.settings.keep_candidates):
             log.info("pruned old candidate %s", gone.name)
         shutil.rmtree(self.run_dir / "adapter", ignore_errors=True)  # exported; 30+ MB
+        self._resume_file().unlink(missing_ok=True)  # decided: nothing left to resume
+
+    def _resume_file(self) -> Path:
+        return train_dir(self.project) / "resume.pt"
+
+
+def resume_key(config, base_sha: str, backend: str, data: str) -> str:
+    """What a saved training state must share with a run to be resumed by it: the data, the base,
+    the trainer and every setting that shapes training (budgets may differ)."""
+    fields = (config.rank, config.alpha, config.dropout, config.lr, config.grad_accum, config.warmup_steps,
+              config.kl_weight, config.dtype, config.seed, base_sha, backend, data)
+    return hashlib.sha256(repr(fields).encode()).hexdigest()[:20]
 
 
 def loop_detail(state) -> str:

@@ -56,7 +56,10 @@ class TrainConfig:
     dtype: str = "auto"  # auto | fp32 | bf16-autocast | bf16 (see train/precision.py)
     threads: int = 0
     seed: int = 0
-    checkpoint_minutes: float = 0.0  # >0: also save the adapter this often (a learning curve from one run)
+    checkpoint_minutes: float = 0.0  # >0: save this often (see trainers/checkpoints.py)
+    snapshots: bool = False  # each checkpoint also keeps the adapter in out_dir/checkpoints (a learning curve)
+    resume_file: str = ""  # each checkpoint replaces the state here; a run with the same key goes on from it
+    resume_key: str = ""  # what must match to resume: data, base and settings
 
 
 @dataclass
@@ -79,7 +82,8 @@ class TrainResult:
     device: str = "cpu"
     dtype: str = "fp32"
     precision: dict = field(default_factory=dict)  # the precision choice and why
-    checkpoints: list[dict] = field(default_factory=list)  # adapters saved on the way (checkpoint_minutes)
+    checkpoints: list[dict] = field(default_factory=list)  # adapter snapshots saved on the way
+    resumed: dict = field(default_factory=dict)  # where a killed run's state took over (steps, seconds, tokens)
     losses: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict:

@@ -11,7 +11,6 @@ longer than the whole budget.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import resource
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from codelearn.corpus.formats import Encoded
 from codelearn.train.trainers.base import LoopState, StepProgress, TrainConfig, TrainResult
+from codelearn.train.trainers.checkpoints import load_resume, restore, save_resume, save_snapshot
 
 
 MAX_PASSES = 3  # a small repo may be seen up to three times; more mostly memorises
@@ -69,7 +69,8 @@ class _Clock:
 
     def __init__(self, config: TrainConfig, total: int, sequences: int, result: TrainResult,
                  progress: StepProgress | None) -> None:
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() - result.seconds  # a resumed run's budget counts what it did
+        self.saved = int(result.seconds // (config.checkpoint_minutes * 60)) if config.checkpoint_minutes else 0
         self.budget = config.max_minutes * 60
         self.every = config.checkpoint_minutes * 60
         self.total, self.sequences, self.result, self.progress = total, sequences, result, progress
@@ -79,7 +80,7 @@ class _Clock:
         final adapter is saved anyway)."""
         if not self.every or self.out_of_time():
             return False
-        return self.result.seconds >= self.every * (len(self.result.checkpoints) + 1)
+        return self.result.seconds >= self.every * (self.saved + 1)
 
     def out_of_time(self) -> bool:
         return bool(self.budget) and time.perf_counter() - self.started >= self.budget
@@ -115,17 +116,6 @@ def _accumulate(torch, model, samples: list[Encoded], config: TrainConfig, autoc
     return losses
 
 
-def _save_checkpoint(model, out_dir: Path, result: TrainResult) -> None:
-    """The adapter as it is now, in `out_dir/checkpoints/step-N`, with what trained it so far."""
-    folder = out_dir / "checkpoints" / f"step-{result.steps:06d}"
-    model.save_pretrained(str(folder))
-    point = {"dir": str(folder), "steps": result.steps, "sequences": result.sequences, "tokens": result.tokens,
-             "trained_tokens": result.trained_tokens, "seconds": round(result.seconds, 1),
-             "loss": _tail_mean(result.losses)}
-    (folder / "progress.json").write_text(json.dumps(point, indent=1))
-    result.checkpoints.append(point)
-
-
 def _rescale(params, done: int, planned: int) -> None:
     """A step cut short by the budget is applied as a smaller step: its gradient is the mean
     over the sequences it did, not a fraction of a full step's."""
@@ -148,10 +138,14 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled="bf16" in dtype)
+    resume = Path(config.resume_file) if config.resume_file else None
+    saved = load_resume(torch, resume, config.resume_key) if resume else None
+    if saved is not None:
+        restore(torch, saved, model, optimiser, result)
     clock = _Clock(config, total, planned, result, progress)
     model.train()
     result.stopped = "data"
-    for cursor in range(0, planned, config.grad_accum):
+    for cursor in range(result.steps * config.grad_accum, planned, config.grad_accum):
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total)
         batch = [usable[i] for i in order[cursor:cursor + config.grad_accum]]
@@ -166,7 +160,11 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
         result.losses.append(sum(losses) / len(losses))
         clock.tick(result.losses[-1])
         if clock.checkpoint_due():
-            _save_checkpoint(model, out_dir, result)
+            clock.saved += 1
+            if config.snapshots:
+                save_snapshot(model, out_dir, result, _tail_mean(result.losses))
+            if resume:
+                save_resume(torch, resume, config.resume_key, model, optimiser, result)
         if clock.out_of_time() and cursor + config.grad_accum < planned:
             result.stopped = "time"
             break
