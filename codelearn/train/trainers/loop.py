@@ -70,17 +70,18 @@ class _Clock:
     def __init__(self, config: TrainConfig, total: int, sequences: int, result: TrainResult,
                  progress: StepProgress | None) -> None:
         self.started = time.perf_counter() - result.seconds  # a resumed run's budget counts what it did
-        self.saved = int(result.seconds // (config.checkpoint_minutes * 60)) if config.checkpoint_minutes else 0
         self.budget = config.max_minutes * 60
         self.every = config.checkpoint_minutes * 60
+        self.saved = int(result.seconds // self.every) if self.every else 0  # checkpoints taken so far
         self.total, self.sequences, self.result, self.progress = total, sequences, result, progress
 
     def checkpoint_due(self) -> bool:
-        """True once per `checkpoint_minutes` of training (never at the budget's end: the
-        final adapter is saved anyway)."""
-        if not self.every or self.out_of_time():
+        """True at most once per `checkpoint_minutes` of training, and counted as taken (never at
+        the budget's end: the final adapter is saved anyway)."""
+        if not self.every or self.out_of_time() or self.result.seconds < self.every * (self.saved + 1):
             return False
-        return self.result.seconds >= self.every * (self.saved + 1)
+        self.saved = int(self.result.seconds // self.every)
+        return True
 
     def out_of_time(self) -> bool:
         return bool(self.budget) and time.perf_counter() - self.started >= self.budget
@@ -160,7 +161,6 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
         result.losses.append(sum(losses) / len(losses))
         clock.tick(result.losses[-1])
         if clock.checkpoint_due():
-            clock.saved += 1
             if config.snapshots:
                 save_snapshot(model, out_dir, result, _tail_mean(result.losses))
             if resume:
