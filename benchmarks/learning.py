@@ -118,7 +118,9 @@ def main() -> None:
     print({k: (v["samples"], v["tokens"]) for k, v in stats["kinds"].items()}, "total", stats["tokens"])
 
     hf_dir = timed("dequantise base (cached after the first run)", prepare_base, base.weights, base.sha256)
+    settings = project.settings
     config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0, dtype=args.dtype,
+                         pack_tokens=settings.train_seq_len if settings.train_pack else 0,
                          checkpoint_minutes=args.checkpoint_minutes, snapshots=True)
     trainer = choose_trainer("auto")
 

@@ -108,7 +108,10 @@ class Settings:
     train_alpha: int = _setting(0, "LoRA alpha; 0 = 2 x rank.")
     train_lr: float = _setting(2e-4, "Peak learning rate (linear warm-up, cosine decay to 10%).")
     train_seq_len: int = _setting(512, "Longest training sequence in tokens.")
-    train_grad_accum: int = _setting(4, "Sequences per optimiser step.")
+    train_grad_accum: int = _setting(4, "Samples per optimiser step.")
+    train_pack: bool = _setting(
+        True, "Join a step's short samples into sequences of up to train_seq_len tokens (same gradient, "
+        "fewer and longer sequences: faster on a CPU).")
     train_kl_weight: float = _setting(
         0.0, "Weight of a KL penalty toward the base model's predictions (costs a second forward pass).")
     train_dtype: str = _setting(

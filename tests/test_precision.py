@@ -108,13 +108,13 @@ def _slowed(monkeypatch, seconds: float) -> None:
     """Every sequence's forward pass takes `seconds` longer (a CPU where a step takes forever)."""
     from codelearn.train.trainers import loop
 
-    real = loop._sample_loss
+    real = loop._sequence_loss
 
     def slow(*args, **kwargs):
         time.sleep(seconds)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "_sample_loss", slow)
+    monkeypatch.setattr(loop, "_sequence_loss", slow)
 
 
 def test_the_budget_ends_training_inside_a_step_and_applies_what_it_did(tiny_hf, tmp_path, monkeypatch):
@@ -184,7 +184,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf
     state = tmp_path / "resume.pt"
     config = TrainConfig(max_steps=6, grad_accum=2, lr=1e-2, warmup_steps=1, checkpoint_minutes=1e-9,
                          resume_file=str(state), resume_key="data+settings")
-    real, calls = loop._sample_loss, []
+    real, calls = loop._sequence_loss, []
 
     def dies_in_step_four(*args, **kwargs):
         calls.append(1)
@@ -192,10 +192,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "_sample_loss", dies_in_step_four)
+    monkeypatch.setattr(loop, "_sequence_loss", dies_in_step_four)
     with pytest.raises(RuntimeError):
         PeftTrainer().train(tiny_hf, data, config, tmp_path / "killed")
-    monkeypatch.setattr(loop, "_sample_loss", real)
+    monkeypatch.setattr(loop, "_sequence_loss", real)
     assert state.is_file() and not (tmp_path / "killed" / "adapter_model.safetensors").exists()
 
     resumed = PeftTrainer().train(tiny_hf, data, config, tmp_path / "resumed")
@@ -210,6 +210,40 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf
     other = PeftTrainer().train(tiny_hf, data, replace(config, resume_key="other data", max_steps=1),
                                 tmp_path / "other")
     assert other.resumed == {} and other.steps == 1  # another run's state is never taken
+
+
+def test_packed_samples_train_the_same_model_in_fewer_sequences(tiny_hf, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from codelearn.corpus.formats import Encoded
+    from codelearn.train.trainers import loop
+    from codelearn.train.trainers.base import TrainConfig
+    from codelearn.train.trainers.peft import PeftTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf)
+    data = []
+    for i in range(12):  # samples of different lengths, some with an untrained prompt before the target
+        ids = tokenizer(f"def f{i}(x):\n    return x * {i}\n" * (1 + i % 3))["input_ids"]
+        data.append(Encoded(ids, [i % 2 == 0 or n > 5 for n in range(len(ids))]))
+    real, sequences = loop._sequence_loss, {}
+
+    def counted(torch, model, pack, *args):
+        sequences[tag] = sequences.get(tag, 0) + 1
+        return real(torch, model, pack, *args)
+
+    monkeypatch.setattr(loop, "_sequence_loss", counted)
+    results = {}
+    for tag, pack in (("alone", 0), ("packed", 128)):
+        config = TrainConfig(max_steps=3, grad_accum=4, lr=1e-2, warmup_steps=1, pack_tokens=pack, kl_weight=0.5)
+        results[tag] = PeftTrainer().train(tiny_hf, data, config, tmp_path / tag)
+    alone, packed = results["alone"], results["packed"]
+    assert sequences["alone"] == 12 and sequences["packed"] < 8  # 4 samples a step, 2 or fewer sequences
+    assert packed.sequences == alone.sequences == 12 and packed.tokens == alone.tokens
+    assert packed.losses == pytest.approx(alone.losses, abs=1e-4)
+    a = load_file(str(tmp_path / "alone" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "packed" / "adapter_model.safetensors"))
+    assert all(float((a[k] - b[k]).abs().max()) < 1e-4 for k in a)  # no sample saw another
 
 
 # -- progress lines ------------------------------------------------------------------------------

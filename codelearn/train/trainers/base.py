@@ -56,6 +56,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto | fp32 | bf16-autocast | bf16 (see train/precision.py)
     threads: int = 0
     seed: int = 0
+    pack_tokens: int = 0  # >0: a step's samples are joined into sequences of up to this many tokens
     checkpoint_minutes: float = 0.0  # >0: save this often (see trainers/checkpoints.py)
     snapshots: bool = False  # each checkpoint also keeps the adapter in out_dir/checkpoints (a learning curve)
     resume_file: str = ""  # each checkpoint replaces the state here; a run with the same key goes on from it

@@ -1,7 +1,9 @@
 """The training loop both backends share (torch only; the model arrives wrapped).
 
 Batch size 1 with gradient accumulation: samples vary in length and a CPU does
-no better with padded batches, so every token computed is a real one. The loss
+no better with padded batches, so every token computed is a real one. A step's
+short samples may be packed side by side into one sequence (`pack_tokens`),
+each still scored as if alone: the same gradient from fewer, longer sequences. The loss
 counts only the tokens a sample marks as trained (the target after its context,
 an answer after its prompt). Stops at the step limit, the time budget or the
 end of three passes over the data, whichever comes first, and always saves. The
@@ -50,18 +52,49 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _sample_loss(torch, model, ids, labels, kl_weight: float):
-    """(what is optimised, the plain next-token loss that is reported)."""
-    out = model(input_ids=ids, labels=labels)
-    loss = out.loss
+def pack_step(samples: list[Encoded], limit: int) -> list[list[Encoded]]:
+    """One step's samples, in order, joined into sequences of at most `limit` tokens (0: one
+    sample a sequence). A CPU computes a few long sequences faster than many short ones."""
+    packs: list[list[Encoded]] = []
+    used = 0
+    for sample in samples:
+        if not packs or not limit or used + len(sample.ids) > limit:
+            packs.append([])
+            used = 0
+        packs[-1].append(sample)
+        used += len(sample.ids)
+    return packs
+
+
+def _per_sample_mean(torch, values, segment, counted, samples: int):
+    """The mean of `values` over each sample's counted positions."""
+    sums = torch.zeros(samples, device=values.device).index_add(0, segment[counted], values[counted])
+    counts = torch.zeros(samples, device=values.device).index_add(
+        0, segment[counted], torch.ones_like(values[counted]))
+    return sums / counts.clamp(min=1)
+
+
+def _sequence_loss(torch, model, pack: list[Encoded], kl_weight: float, device: str):
+    """(what is optimised: the sum of each sample's mean next-token loss, plus its KL term; each
+    sample's plain loss, reported). The samples sit side by side with their positions restarting
+    at each, so none attends to another (transformers masks packed sequences by their position
+    ids when no attention mask and no cache are given) and each is scored as if alone: the same
+    gradient as one sample a sequence."""
+    ids = torch.tensor([[t for s in pack for t in s.ids]], device=device)
+    positions = torch.tensor([[p for s in pack for p in range(len(s.ids))]], device=device)
+    segment = torch.tensor([i for i, s in enumerate(pack) for _ in s.ids], device=device)[1:]
+    counted = torch.tensor([keep and p > 0 for s in pack for p, keep in enumerate(s.train)], device=device)[1:]
+    logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+    plain = _per_sample_mean(torch, nll, segment, counted, len(pack))
+    objective = plain.sum()
     if kl_weight > 0:
         with torch.no_grad(), model.disable_adapter():
-            reference = model(input_ids=ids).logits
-        mask = labels[:, 1:] != -100
-        log_p = torch.log_softmax(out.logits[:, :-1][mask].float(), -1)
-        log_q = torch.log_softmax(reference[:, :-1][mask].float(), -1)
-        loss = loss + kl_weight * torch.sum(log_p.exp() * (log_p - log_q), -1).mean()
-    return loss, out.loss
+            reference = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, :-1].float()
+        log_p, log_q = torch.log_softmax(logits, -1), torch.log_softmax(reference, -1)
+        kl = torch.sum(log_p.exp() * (log_p - log_q), -1)
+        objective = objective + kl_weight * _per_sample_mean(torch, kl, segment, counted, len(pack)).sum()
+    return objective, plain.detach().tolist()
 
 
 class _Clock:
@@ -77,7 +110,7 @@ class _Clock:
 
     def checkpoint_due(self) -> bool:
         """True at most once per `checkpoint_minutes` of training, and counted as taken (never at
-        the budget's end: the final adapter is saved anyway)."""
+        the budget's end, when the final adapter is saved anyway)."""
         if not self.every or self.out_of_time() or self.result.seconds < self.every * (self.saved + 1):
             return False
         self.saved = int(self.result.seconds // self.every)
@@ -96,21 +129,19 @@ class _Clock:
 
 
 def _accumulate(torch, model, samples: list[Encoded], config: TrainConfig, autocast, device: str,
-                clock: _Clock) -> list[float]:
-    """Forward and backward over one step's samples, checking the budget after each one;
-    returns the losses of the samples done (fewer than given when time ran out)."""
+                clock: _Clock, pack_tokens: int) -> list[float]:
+    """Forward and backward over one step's samples (packed into sequences of `pack_tokens`),
+    checking the budget after each sequence; returns the losses of the samples done (fewer than
+    given when time ran out)."""
     result, losses = clock.result, []
-    for sample in samples:
-        ids = torch.tensor([sample.ids], device=device)
-        labels = torch.tensor([[t if keep else -100 for t, keep in zip(sample.ids, sample.train)]],
-                              device=device)
+    for pack in pack_step(samples, pack_tokens):
         with autocast:
-            loss, reported = _sample_loss(torch, model, ids, labels, config.kl_weight)
-        (loss / config.grad_accum).backward()
-        losses.append(float(reported.detach()))
-        result.sequences += 1
-        result.tokens += len(sample.ids)
-        result.trained_tokens += sample.trained_tokens
+            objective, plain = _sequence_loss(torch, model, pack, config.kl_weight, device)
+        (objective / config.grad_accum).backward()
+        losses += plain
+        result.sequences += len(pack)
+        result.tokens += sum(len(s.ids) for s in pack)
+        result.trained_tokens += sum(s.trained_tokens for s in pack)
         clock.tick(losses[-1])
         if clock.out_of_time():
             break
@@ -139,6 +170,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled="bf16" in dtype)
+    pack_tokens = config.pack_tokens if backend != "unsloth" else 0  # unsloth's kernels: masks unverified
     resume = Path(config.resume_file) if config.resume_file else None
     saved = load_resume(torch, resume, config.resume_key) if resume else None
     if saved is not None:
@@ -150,7 +182,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total)
         batch = [usable[i] for i in order[cursor:cursor + config.grad_accum]]
-        losses = _accumulate(torch, model, batch, config, autocast, device, clock)
+        losses = _accumulate(torch, model, batch, config, autocast, device, clock, pack_tokens)
         if len(losses) < len(batch):
             result.partial_step = len(losses)
             _rescale(params, len(losses), config.grad_accum)
@@ -160,7 +192,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
         result.steps += 1
         result.losses.append(sum(losses) / len(losses))
         clock.tick(result.losses[-1])
-        if clock.checkpoint_due():
+        if cursor + config.grad_accum < planned and clock.checkpoint_due():  # the last step saves anyway
             if config.snapshots:
                 save_snapshot(model, out_dir, result, _tail_mean(result.losses))
             if resume:
