@@ -383,3 +383,21 @@ def test_the_file_cap_counts_library_files_one_by_one_and_views_with_their_chunk
     # the repo file's chunks and views together are held to the cap
     big = sum(o.startswith("repo:big.py") for o in kept_origins)
     assert big * 10 <= 0.10 * sum(10 for _ in rows) + 10 and big < 12
+
+
+def test_a_saved_training_state_is_taken_only_by_the_same_data_base_and_settings():
+    from dataclasses import replace
+
+    from codelearn.train.nightly import resume_key
+    from codelearn.train.trainers.base import TrainConfig
+
+    config = TrainConfig(dtype="bf16", max_minutes=240)
+    key = resume_key(config, "base-sha", "peft", "data-fp")
+    assert key == resume_key(replace(config, max_minutes=30, max_steps=9), "base-sha", "peft", "data-fp")
+    assert key == resume_key(replace(config, pack_tokens=512), "base-sha", "peft", "data-fp")  # same gradient
+    others = [resume_key(replace(config, dtype="fp32"), "base-sha", "peft", "data-fp"),
+              resume_key(replace(config, lr=1e-4), "base-sha", "peft", "data-fp"),
+              resume_key(config, "other-base", "peft", "data-fp"),
+              resume_key(config, "base-sha", "unsloth", "data-fp"),
+              resume_key(config, "base-sha", "peft", "other-data")]
+    assert key not in others and len(set(others)) == len(others)

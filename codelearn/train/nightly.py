@@ -328,7 +328,8 @@ class _Run:
             max_steps=self.options.max_steps if self.options.max_steps is not None else s.train_steps,
             max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes,
             checkpoint_minutes=s.train_checkpoint_minutes, pack_tokens=s.train_seq_len if s.train_pack else 0)
-        config = replace(config, dtype=self.precision.precision, resume_file=str(self._resume_file()),
+        config = replace(config, dtype=self.precision.precision)  # the precision chosen, part of the resume key
+        config = replace(config, resume_file=str(self._resume_file()),
                          resume_key=resume_key(config, self.base.sha256, self.trainer.name, self.dataset.fingerprint()))
         log.info("training in %s: %s", self.precision.precision, self.precision.reason)
 

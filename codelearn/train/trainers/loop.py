@@ -54,7 +54,8 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 def pack_step(samples: list[Encoded], limit: int) -> list[list[Encoded]]:
     """One step's samples, in order, joined into sequences of at most `limit` tokens (0: one
-    sample a sequence). A CPU computes a few long sequences faster than many short ones."""
+    sample a sequence). Whether fewer, longer sequences are faster depends on the CPU
+    (`benchmarks/packing.py`; on 2 AMX cores they were not)."""
     packs: list[list[Encoded]] = []
     used = 0
     for sample in samples:
