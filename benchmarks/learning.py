@@ -136,27 +136,18 @@ def main() -> None:
     result = timed("train", trainer.train, hf_dir, dataset.encoded, config, adapter_dir, step)
     print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
     converter = converter_dir(project.settings.converter_path)
-    exports = {}
-    for name in args.exports.split(","):
+    def export(kind: str, adapter: Path, name: str):
         folder = work / f"export-{args.tag}{name}"
         folder.mkdir(exist_ok=True)
-        if name == "adapter":
-            exports[name] = timed("export adapter", export_adapter, base.gguf, hf_dir, adapter_dir, folder,
-                                  converter=converter)
-        else:
-            exports[name] = timed(f"export {name}", export_gguf, hf_dir, adapter_dir, folder,
-                                  quant=name, converter=converter)
+        if kind == "adapter":
+            return timed(f"export {name}", export_adapter, base.gguf, hf_dir, adapter, folder, converter=converter)
+        return timed(f"export {name}", export_gguf, hf_dir, adapter, folder, quant=kind, converter=converter)
+
+    exports = {name: export(name, adapter_dir, name) for name in args.exports.split(",")}
     curve_kind = args.exports.split(",")[0]
     for point in result.checkpoints:  # the learning curve: each saved adapter, exported as the first kind
         name = f"{curve_kind}@{point['seconds'] / 60:.0f}min"
-        folder = work / f"export-{args.tag}{name}"
-        folder.mkdir(exist_ok=True)
-        if curve_kind == "adapter":
-            exports[name] = timed(f"export {name}", export_adapter, base.gguf, hf_dir, Path(point["dir"]), folder,
-                                  converter=converter)
-        else:
-            exports[name] = timed(f"export {name}", export_gguf, hf_dir, Path(point["dir"]), folder,
-                                  quant=curve_kind, converter=converter)
+        exports[name] = export(curve_kind, Path(point["dir"]), name)
     for name, export in exports.items():
         print(f"  {name}: {json.dumps(export.as_json()['seconds'])} size {export.size / 1e6:.1f} MB")
 

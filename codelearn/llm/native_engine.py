@@ -170,9 +170,9 @@ def loaded_from() -> str:
 
 def describe() -> str:
     """One line for reports: which engine serves models in this process (or would)."""
-    tag = score_tag().removesuffix("+fa")
-    fused = ", fused attention" if flash_attention() else ""
-    return (f"llama.cpp built for this CPU ({tag[1:]}{fused})" if tag else f"llama.cpp portable wheel{fused}")
+    tag = score_tag()
+    build, fused = tag.removesuffix("+fa"), ", fused attention" if tag.endswith("+fa") else ""
+    return f"llama.cpp built for this CPU ({build[1:]}{fused})" if build else f"llama.cpp portable wheel{fused}"
 
 
 def flash_attention() -> bool:

@@ -323,14 +323,14 @@ class _Run:
         s = self.settings
         config = TrainConfig(
             rank=s.train_rank, alpha=s.train_alpha or 2 * s.train_rank, lr=s.train_lr,
-            grad_accum=s.train_grad_accum, kl_weight=s.train_kl_weight, dtype=s.train_dtype,
+            grad_accum=s.train_grad_accum, kl_weight=s.train_kl_weight, dtype=self.precision.precision,
             threads=s.threads, seed=s.train_seed,
             max_steps=self.options.max_steps if self.options.max_steps is not None else s.train_steps,
             max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes,
             checkpoint_minutes=s.train_checkpoint_minutes, pack_tokens=s.train_seq_len if s.train_pack else 0)
-        config = replace(config, dtype=self.precision.precision)  # the precision chosen, part of the resume key
+        self.data_fingerprint = self.dataset.fingerprint()  # hashes every token: once a run
         config = replace(config, resume_file=str(self._resume_file()),
-                         resume_key=resume_key(config, self.base.sha256, self.trainer.name, self.dataset.fingerprint()))
+                         resume_key=resume_key(config, self.base.sha256, self.trainer.name, self.data_fingerprint))
         log.info("training in %s: %s", self.precision.precision, self.precision.reason)
 
         def step(state) -> None:
@@ -412,7 +412,7 @@ class _Run:
         from codelearn.train.registering import register_candidate
 
         entry = register_candidate(self.registry, self.project, self.base, self.export, self.report,
-                                   self.dataset.fingerprint())
+                                   self.data_fingerprint)
         self.report.candidate = entry.name
         if self.gate.promote:
             self.registry.promote(self.project.key, entry.name)
