@@ -44,14 +44,11 @@ def sample_order(count: int, seed: int) -> list[int]:
     return order
 
 
-def _lr_factor(step: int, warmup: int, total: int, seconds: float = 0.0, budget: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 10% by the end of the run: the planned steps, or the
-    time budget when that ends it first (progress is whichever is further along). A budget that
-    covers a fraction of a pass, as a CPU night does, would otherwise end at the peak rate, never
-    annealed."""
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% over the planned steps."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, max((step - warmup) / max(1, total - warmup), seconds / budget if budget else 0.0))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -184,8 +181,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     result.stopped = "data"
     for cursor in range(result.steps * config.grad_accum, planned, config.grad_accum):
         for group in optimiser.param_groups:
-            group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total, result.seconds,
-                                                 clock.budget)
+            group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total)
         batch = [usable[i] for i in order[cursor:cursor + config.grad_accum]]
         losses = _accumulate(torch, model, batch, config, autocast, device, clock, pack_tokens)
         if len(losses) < len(batch):
