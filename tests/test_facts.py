@@ -79,6 +79,28 @@ def test_every_right_answer_counts_when_the_code_states_several():
     assert holds("It calls `_read` to get the text.", calls) and not holds("It calls `read`.", calls)
 
 
+def test_an_answer_that_also_names_a_wrong_one_states_no_fact():
+    helpers = {"_is_stale", "_parse", "_read", "_write_back", "flush"}
+    code = """def load(path):
+    if not path:
+        raise typer.Exit(2)
+    return _parse(_read(path))
+"""
+    raises, calls = facts_for(_unit("load", code), helpers)
+    assert raises.answers == ("Exit",) and set(calls.answers) == {"_parse", "_read"}
+    assert calls.rivals == {"_is_stale", "_write_back", "flush"}  # never itself, never a right one
+    # listing every helper in sight is not knowing which one it calls
+    assert not holds("`load` calls `_read`, `_parse` and `_write_back`.", calls)
+    assert not holds("It calls _read, then flush() to finish.", calls)
+    assert holds("`load` calls `_read` and then `_parse` on the text (pkg/_write_back.py:3).", calls)
+    assert holds("It calls `_read`; the word flush alone is English, not a name.", calls)
+    assert "rivals" not in calls.as_json()
+    # an exception may be written qualified; a second, wrong one makes the answer wrong
+    assert holds("It raises `typer.Exit` with code 2.", raises)
+    assert not holds("It raises `typer.Exit` or `ValueError` when the path is empty.", raises)
+    assert not holds("It raises click.exceptions.Abort.", raises)
+
+
 def test_fact_questions_go_through_ask_for_every_model(train_repo, tiny_model):
     from codelearn.corpus.units import load_units
     from codelearn.evaluate.facts import ask_facts

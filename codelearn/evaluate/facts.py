@@ -13,7 +13,8 @@ reads (with `ast`, never a model) the facts a user asks about and the code state
 Each question is asked through the real `ask` pipeline (retrieval included) with every model
 being compared, and judged by whether the answer holds the fact. Where the code states
 several right answers (a function that raises two exceptions, calls two helpers), naming
-any of them is right.
+any of them is right; naming a wrong one besides is not: an answer that lists every repo
+function in sight, or every exception it can think of, states no fact.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import ast
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from codelearn.corpus.units import Unit
@@ -43,13 +44,17 @@ class Fact:
     key: str  # the unit asked about
     path: str
     others: tuple[str, ...] = ()  # further right answers (a second exception it raises...)
+    # names of the same kind that make an answer wrong (the repo's other functions, for `calls`)
+    rivals: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def answers(self) -> tuple[str, ...]:
         return (self.answer, *self.others)
 
     def as_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["rivals"]
+        return data
 
 
 def _name(unit: Unit) -> str:
@@ -115,9 +120,9 @@ def facts_for(unit: Unit, defined: set[str]) -> list[Fact]:
     """The checkable facts of one held-out Python definition, most specific first."""
     name, facts = _name(unit), []
 
-    def add(kind: str, question: str, answers: list[str]) -> None:
+    def add(kind: str, question: str, answers: list[str], rivals: frozenset[str] = frozenset()) -> None:
         if answers:
-            facts.append(Fact(kind, question, answers[0], unit.key, unit.path, tuple(answers[1:])))
+            facts.append(Fact(kind, question, answers[0], unit.key, unit.path, tuple(answers[1:]), rivals))
 
     fn = _function(unit) if unit.language == "python" else None
     if fn is not None:
@@ -125,7 +130,9 @@ def facts_for(unit: Unit, defined: set[str]) -> list[Fact]:
         for param, value in _defaults(fn)[:1]:
             add("default", f"What is the default value of the `{param}` parameter of `{name}`?", [value])
         add("returns", f"What string does `{name}` return?", _returned_strings(fn))
-        add("calls", f"Which function defined in this repo does `{name}` call?", _calls(fn, defined))
+        called = _calls(fn, defined)
+        add("calls", f"Which function defined in this repo does `{name}` call?", called,
+            frozenset(defined - {*called, name}))
     if "." in unit.symbol and unit.kind == "method":
         add("class", f"Which class defines the method `{name}`?", [unit.symbol.rsplit(".", 2)[-2]])
     add("file", f"In which file is `{name}` defined?", [unit.path.rsplit("/", 1)[-1]])
@@ -133,13 +140,33 @@ def facts_for(unit: Unit, defined: set[str]) -> list[Fact]:
 
 
 def holds(answer_text: str, fact: Fact) -> bool:
-    """Does the answer state the fact (any of its right answers)? Identifiers as whole words;
-    literals verbatim."""
-    return any(_states(answer_text, fact.kind, answer) for answer in fact.answers)
+    """Does the answer state the fact (any of its right answers) and no wrong one of its kind?
+    Identifiers as whole words (an exception may be qualified, `typer.Exit`); literals verbatim."""
+    stated = any(_states(answer_text, fact.kind, answer) for answer in fact.answers)
+    return stated and not _wrong_named(answer_text, fact)
+
+
+# an exception's name as answers write it, qualified or not: `ValueError`, `errors.NotFound`
+EXCEPTION = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Z]\w*(?:Error|Exception|Exit|Warning|Interrupt|Abort))(?!\w)")
+
+
+def _wrong_named(answer_text: str, fact: Fact) -> bool:
+    """Whether the answer also puts forward a wrong exception (`raises`) or another repo function
+    (`calls`: named as code, in backticks or called, or a name no English word has, with `_`)."""
+    if fact.kind == "raises":
+        return any(m.group(1) not in fact.answers for m in EXCEPTION.finditer(answer_text))
+    if fact.kind == "calls" and fact.rivals:
+        named = set(re.findall(r"`([A-Za-z_]\w*)[`(]", answer_text))
+        named |= set(re.findall(r"(?<![\w.])([A-Za-z_]\w*)\(", answer_text))
+        named |= set(re.findall(r"(?<![\w./])(\w*_\w*)(?!\w|\.\w)", answer_text))  # not a file's name
+        return bool(named & fact.rivals)
+    return False
 
 
 def _states(answer_text: str, kind: str, answer: str) -> bool:
-    if kind in ("raises", "calls", "class", "file"):
+    if kind == "raises":
+        return re.search(rf"(?<![\w.])(?:\w+\.)*{re.escape(answer)}(?!\w)", answer_text) is not None
+    if kind in ("calls", "class", "file"):
         return re.search(rf"(?<![\w.]){re.escape(answer)}(?!\w)", answer_text) is not None
     wanted = answer.strip("'\"") if kind == "default" else answer
     return wanted in answer_text
