@@ -43,7 +43,9 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, required=True)
     parser.add_argument("--model", default="", help="base model (default: the serving default)")
     parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=0, help="a step limit; the schedule then decays over "
+                        "these steps (to compare levers on the same samples, whatever each machine's speed)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: train_lr)")
     parser.add_argument("--since", default="", help="the cut commit (default: chosen as `codelearn train` "
                         "chooses it); to repeat an earlier run's split")
     parser.add_argument("--targets", type=int, default=24)
@@ -120,6 +122,7 @@ def main() -> None:
     hf_dir = timed("dequantise base (cached after the first run)", prepare_base, base.weights, base.sha256)
     settings = project.settings
     config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0, dtype=args.dtype,
+                         lr=args.lr or settings.train_lr,
                          pack_tokens=settings.train_seq_len if settings.train_pack else 0,
                          checkpoint_minutes=args.checkpoint_minutes, snapshots=True)
     trainer = choose_trainer("auto")
