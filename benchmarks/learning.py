@@ -17,6 +17,8 @@ A lever against a baseline, in one work folder (the clone, index and base scores
         --context-share 1.0
     python benchmarks/learning.py --repo . --minutes 24 --steps 200 --targets 12 --work W --tag views- \
         --mix fim=0.4,context=0.6,instruct=0.6     # more views per unit, fewer passes
+    python benchmarks/learning.py --repo . --steps 195 --decay-over-passes --lr 4e-4 --work W --tag lr4-
+        # the same samples as a 195-step run the clock ended, at another peak rate
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="a step limit; the schedule then decays over "
                         "these steps (to compare levers on the same samples, whatever each machine's speed)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: train_lr)")
+    parser.add_argument("--decay-over-passes", action="store_true",
+                        help="with --steps: plan the rate's decay over three passes, as a run the clock ends "
+                             "does (the product on a CPU night), so that the step limit only stops it")
     parser.add_argument("--since", default="", help="the cut commit (default: chosen as `codelearn train` "
                         "chooses it); to repeat an earlier run's split")
     parser.add_argument("--targets", type=int, default=24)
@@ -86,6 +91,7 @@ def main() -> None:
     from codelearn.train.export import export_adapter, export_gguf
     from codelearn.train.hf import prepare_base
     from codelearn.train.trainers.base import TrainConfig, choose_trainer
+    from codelearn.train.trainers.loop import planned_steps, trainable
 
     work = args.work or Path(tempfile.mkdtemp(prefix="codelearn-learning-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -125,6 +131,8 @@ def main() -> None:
                          lr=args.lr or settings.train_lr,
                          pack_tokens=settings.train_seq_len if settings.train_pack else 0,
                          checkpoint_minutes=args.checkpoint_minutes, snapshots=True)
+    if args.decay_over_passes:
+        config = replace(config, decay_steps=planned_steps(replace(config, max_steps=0), len(trainable(dataset.encoded))))
     trainer = choose_trainer("auto")
 
     shown = set()

@@ -142,6 +142,26 @@ def test_the_budget_ends_training_inside_a_step_and_applies_what_it_did(tiny_hf,
     assert result.precision["precision"] == "fp32"
 
 
+def test_decay_steps_plan_the_rate_apart_from_the_step_limit(tiny_hf, tmp_path, monkeypatch):
+    # a step-limited benchmark can learn as a clock-ended run does: near its peak rate throughout
+    from transformers import AutoTokenizer
+
+    from codelearn.corpus.formats import Encoded
+    from codelearn.train.trainers import loop
+    from codelearn.train.trainers.base import TrainConfig
+    from codelearn.train.trainers.peft import PeftTrainer
+
+    real, factors = loop._lr_factor, {}
+    monkeypatch.setattr(loop, "_lr_factor", lambda *a: factors.setdefault(tag, []).append(real(*a)) or real(*a))
+    ids = AutoTokenizer.from_pretrained(tiny_hf)("def f(x):\n    return x + 1\n")["input_ids"][:16]
+    data = [Encoded(ids, [True] * len(ids))] * 8
+    for tag, decay in (("planned", 0), ("passes", 1000)):
+        PeftTrainer().train(tiny_hf, data, TrainConfig(max_steps=6, grad_accum=1, warmup_steps=1,
+                                                       decay_steps=decay), tmp_path / tag)
+    assert len(factors["planned"]) == len(factors["passes"]) == 6
+    assert factors["planned"][-1] < 0.2 and min(factors["passes"][1:]) > 0.99
+
+
 def test_checkpoints_save_the_adapter_on_the_way_with_what_trained_it(tiny_hf, tmp_path, monkeypatch):
     import json
 

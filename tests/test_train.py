@@ -397,6 +397,7 @@ def test_a_saved_training_state_is_taken_only_by_the_same_data_base_and_settings
     assert key == resume_key(replace(config, pack_tokens=512), "base-sha", "peft", "data-fp")  # same gradient
     others = [resume_key(replace(config, dtype="fp32"), "base-sha", "peft", "data-fp"),
               resume_key(replace(config, lr=1e-4), "base-sha", "peft", "data-fp"),
+              resume_key(replace(config, decay_steps=3000), "base-sha", "peft", "data-fp"),
               resume_key(config, "other-base", "peft", "data-fp"),
               resume_key(config, "base-sha", "unsloth", "data-fp"),
               resume_key(config, "base-sha", "peft", "other-data")]

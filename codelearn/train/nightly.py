@@ -437,7 +437,7 @@ def resume_key(config, base_sha: str, backend: str, data: str) -> str:
     """What a saved training state must share with a run to be resumed by it: the data, the base,
     the trainer and every setting that shapes training (budgets may differ)."""
     fields = (config.rank, config.alpha, config.dropout, config.lr, config.grad_accum, config.warmup_steps,
-              config.kl_weight, config.dtype, config.seed, base_sha, backend, data)
+              config.decay_steps, config.kl_weight, config.dtype, config.seed, base_sha, backend, data)
     return hashlib.sha256(repr(fields).encode()).hexdigest()[:20]
 
 

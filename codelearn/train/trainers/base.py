@@ -52,6 +52,7 @@ class TrainConfig:
     max_steps: int = 0  # 0: until the time budget or MAX_PASSES over the data
     max_minutes: float = 0.0  # 0: no time limit
     warmup_steps: int = 4
+    decay_steps: int = 0  # >0: the rate decays over this many steps, not the planned ones (see loop.py)
     kl_weight: float = 0.0  # >0: penalise drifting from the base model's predictions
     dtype: str = "auto"  # auto | fp32 | bf16-autocast | bf16 (see train/precision.py)
     threads: int = 0

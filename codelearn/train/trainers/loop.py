@@ -27,6 +27,11 @@ from codelearn.train.trainers.checkpoints import load_resume, restore, save_resu
 MAX_PASSES = 3  # a small repo may be seen up to three times; more mostly memorises
 
 
+def trainable(data: list[Encoded]) -> list[Encoded]:
+    """The samples a run trains on: those with a token the loss counts."""
+    return [d for d in data if d.trained_tokens and len(d.ids) > 1]
+
+
 def planned_steps(config: TrainConfig, samples: int) -> int:
     """Steps until the step limit or MAX_PASSES over the data, whichever is fewer."""
     all_passes = max(1, MAX_PASSES * samples // max(1, config.grad_accum))
@@ -45,7 +50,10 @@ def sample_order(count: int, seed: int) -> list[int]:
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine decay to 10% over the planned steps."""
+    """Linear warm-up, then cosine decay to 10% over the planned steps. A run the clock ends long
+    before them (a CPU night covers a fraction of a pass) keeps nearly its peak rate: measured
+    better there than decaying by the budget's end (docs/learning.md). `decay_steps` plans the
+    decay over other steps, so that a step-limited benchmark learns as a clock-ended run does."""
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -164,7 +172,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     import torch
 
     result = TrainResult(backend=backend, adapter_dir=str(out_dir), device=device, dtype=dtype)
-    usable = [d for d in data if d.trained_tokens and len(d.ids) > 1]
+    usable = trainable(data)
     order = sample_order(len(usable), config.seed)
     total = planned_steps(config, len(usable))
     planned = min(len(order), total * config.grad_accum)
@@ -181,7 +189,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     result.stopped = "data"
     for cursor in range(result.steps * config.grad_accum, planned, config.grad_accum):
         for group in optimiser.param_groups:
-            group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, total)
+            group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, config.decay_steps or total)
         batch = [usable[i] for i in order[cursor:cursor + config.grad_accum]]
         losses = _accumulate(torch, model, batch, config, autocast, device, clock, pack_tokens)
         if len(losses) < len(batch):
