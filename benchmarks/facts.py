@@ -35,7 +35,7 @@ def main() -> None:
 
     print(f"machine: {this_machine().summary()}", flush=True)
     from codelearn.corpus.units import load_units
-    from codelearn.evaluate.facts import ask_facts, build_facts, holds
+    from codelearn.evaluate.facts import ask_facts, build_facts
     from codelearn.index.indexer import run_index
     from codelearn.project import open_project
     from codelearn.train.dataset import DataOptions, repo_split
@@ -45,7 +45,7 @@ def main() -> None:
     split = repo_split(project, DataOptions.from_settings(project.settings, cut_commit=args.since))
     facts = build_facts(split.new or split.random, load_units(project.catalog_path), args.limit)
     if args.rejudge:
-        result = rejudge(json.loads(args.rejudge.read_text()), facts, holds)
+        result = rejudge(json.loads(args.rejudge.read_text()), facts)
         models = dict.fromkeys(result["right"])
     else:
         models = dict(m.split("=", 1) for m in args.model)
@@ -66,8 +66,10 @@ def main() -> None:
         args.json.write_text(json.dumps({"machine": this_machine().as_json(), **result}, indent=1))
 
 
-def rejudge(earlier: dict, facts, holds) -> dict:
+def rejudge(earlier: dict, facts) -> dict:
     """An earlier run's saved answers, judged again (its questions must be these)."""
+    from codelearn.evaluate.facts import holds
+
     saved = {item["question"]: item for item in earlier["items"]}
     missing = [f.question for f in facts if f.question not in saved]
     if missing:

@@ -159,8 +159,8 @@ def main() -> None:
     for point in result.checkpoints:  # the learning curve: each saved adapter, exported as the first kind
         name = f"{curve_kind}@{point['seconds'] / 60:.0f}min"
         exports[name] = export(curve_kind, Path(point["dir"]), name)
-    for name, export in exports.items():
-        print(f"  {name}: {json.dumps(export.as_json()['seconds'])} size {export.size / 1e6:.1f} MB")
+    for name, made in exports.items():
+        print(f"  {name}: {json.dumps(made.as_json()['seconds'])} size {made.size / 1e6:.1f} MB")
 
     options = ProbeOptions(targets=args.targets, seed=0)
     search = SearchNeighbours(project, vocab)  # the served condition: what ask's search finds
