@@ -99,6 +99,10 @@ def test_an_answer_that_also_names_a_wrong_one_states_no_fact():
     assert holds("It raises `typer.Exit` with code 2.", raises)
     assert not holds("It raises `typer.Exit` or `ValueError` when the path is empty.", raises)
     assert not holds("It raises click.exceptions.Abort.", raises)
+    # the right exception's base class, named as such, is no second answer
+    assert holds("It raises `typer.Exit`, a subclass of `RuntimeError`, when the path is empty.", raises)
+    assert holds("`Exit` (which inherits from RuntimeError) is raised.", raises)
+    assert not holds("It raises `Exit`; a subclass of it, `UsageError`, is raised too.", raises)
 
 
 def test_fact_questions_go_through_ask_for_every_model(train_repo, tiny_model):

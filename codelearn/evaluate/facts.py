@@ -148,13 +148,18 @@ def holds(answer_text: str, fact: Fact) -> bool:
 
 # an exception's name as answers write it, qualified or not: `ValueError`, `errors.NotFound`
 EXCEPTION = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Z]\w*(?:Error|Exception|Exit|Warning|Interrupt|Abort))(?!\w)")
+# what names the right exception's base class rather than a second answer: "a subclass of ValueError"
+BASE_CLASS = re.compile(r"(?:subclass(?:es)? of|inherit(?:s|ing)? from|deriv(?:ed|es|ing) from|base class(?:es)?"
+                        r"(?: is| are)?)\s*[`'\"]?$", re.IGNORECASE)
 
 
 def _wrong_named(answer_text: str, fact: Fact) -> bool:
-    """Whether the answer also puts forward a wrong exception (`raises`) or another repo function
-    (`calls`: named as code, in backticks or called, or a name no English word has, with `_`)."""
+    """Whether the answer also puts forward a wrong exception (`raises`: not one named as the right
+    one's base class) or another repo function (`calls`: named as code, in backticks or called, or a
+    name no English word has, with `_`)."""
     if fact.kind == "raises":
-        return any(m.group(1) not in fact.answers for m in EXCEPTION.finditer(answer_text))
+        return any(m.group(1) not in fact.answers and not BASE_CLASS.search(answer_text[:m.start()])
+                   for m in EXCEPTION.finditer(answer_text))
     if fact.kind == "calls" and fact.rivals:
         named = set(re.findall(r"`([A-Za-z_]\w*)[`(]", answer_text))
         named |= set(re.findall(r"(?<![\w.])([A-Za-z_]\w*)\(", answer_text))
