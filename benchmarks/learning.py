@@ -19,6 +19,13 @@ A lever against a baseline, in one work folder (the clone, index and base scores
         --mix fim=0.4,context=0.6,instruct=0.6     # more views per unit, fewer passes
     python benchmarks/learning.py --repo . --steps 195 --decay-over-passes --lr 4e-4 --work W --tag lr4-
         # the same samples as a 195-step run the clock ended, at another peak rate
+
+A run longer than one sitting: `--resume` saves the training state at every checkpoint and goes on
+from the last one when the same command runs again (with a larger --minutes: the budget counts the
+minutes already trained). The curve then holds every checkpoint of every sitting:
+
+    python benchmarks/learning.py --repo . --minutes 110 --checkpoint-minutes 55 --resume --work W --tag long-
+    python benchmarks/learning.py --repo . --minutes 165 --checkpoint-minutes 55 --resume --work W --tag long-
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ from pathlib import Path
 def clone(repo: Path, dest: Path) -> Path:
     subprocess.run(["git", "clone", "-q", str(repo), str(dest)], check=True)
     return dest
+
+
+def curve_points(adapter_dir: Path, final_step: int) -> list[dict]:
+    """The run's saved snapshots, earlier sittings' included, but not one taken at the last step
+    (the final adapter is that one)."""
+    points = [json.loads(f.read_text()) for f in sorted(adapter_dir.glob("checkpoints/step-*/progress.json"))]
+    return [p for p in points if p["steps"] < final_step]
 
 
 def main() -> None:
@@ -68,6 +82,9 @@ def main() -> None:
     parser.add_argument("--checkpoint-minutes", type=float, default=0.0,
                         help="also save the adapter this often and score each one with the first export "
                              "kind: the learning curve of one run")
+    parser.add_argument("--resume", action="store_true",
+                        help="save the training state at each checkpoint and go on from the last one "
+                             "that this work folder and tag hold (same data, base and settings)")
     parser.add_argument("--tag", default="",
                         help="names this run's exports, so runs sharing --work keep apart scores "
                              "(the base model's stay cached)")
@@ -88,6 +105,7 @@ def main() -> None:
     from codelearn.models.bases import serving_model, training_base
     from codelearn.models.converter import converter_dir
     from codelearn.train.dataset import DataOptions, build_dataset
+    from codelearn.train.nightly import resume_key
     from codelearn.train.export import export_adapter, export_gguf
     from codelearn.train.hf import prepare_base
     from codelearn.train.trainers.base import TrainConfig, choose_trainer
@@ -134,6 +152,14 @@ def main() -> None:
     if args.decay_over_passes:
         config = replace(config, decay_steps=planned_steps(replace(config, max_steps=0), len(trainable(dataset.encoded))))
     trainer = choose_trainer("auto")
+    adapter_dir = work / f"adapter{args.tag}"
+    if args.resume:
+        if not args.checkpoint_minutes:
+            parser.error("--resume saves its state at checkpoints: give --checkpoint-minutes too")
+        config = replace(config, resume_file=str(work / f"resume-{args.tag}.pt"),
+                         resume_key=resume_key(config, base.sha256, trainer.name, dataset.fingerprint()))
+    else:  # a fresh run: an earlier run's snapshots under this tag are not its curve
+        shutil.rmtree(adapter_dir / "checkpoints", ignore_errors=True)
 
     shown = set()
 
@@ -143,7 +169,6 @@ def main() -> None:
             print(f"  step {state.step}/{state.steps} loss {state.loss:.3f} {state.tokens_per_s:.0f} tok/s "
                   f"{state.seconds / 60:.1f} min", flush=True)
 
-    adapter_dir = work / f"adapter{args.tag}"
     result = timed("train", trainer.train, hf_dir, dataset.encoded, config, adapter_dir, step)
     print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
     converter = converter_dir(project.settings.converter_path)
@@ -156,7 +181,7 @@ def main() -> None:
 
     exports = {name: export(name, adapter_dir, name) for name in args.exports.split(",")}
     curve_kind = args.exports.split(",")[0]
-    for point in result.checkpoints:  # the learning curve: each saved adapter, exported as the first kind
+    for point in curve_points(adapter_dir, result.steps):  # each saved adapter, exported as the first kind
         name = f"{curve_kind}@{point['seconds'] / 60:.0f}min"
         exports[name] = export(curve_kind, Path(point["dir"]), name)
     for name, made in exports.items():
