@@ -152,6 +152,19 @@ def test_engine_status_and_remove_from_the_command_line(tmp_path):
     assert not here().exists()
 
 
+def test_a_slow_gate_on_the_wheel_points_to_engine_build_where_it_pays(monkeypatch):
+    avx512, avx2 = ("avx2", "fma", "avx512f", "avx512_vnni"), ("avx2", "fma")
+    hint = ne.build_hint(464.0, avx512)
+    assert hint and "464s" in hint and "codelearn engine build" in hint
+    assert ne.build_hint(ne.GATE_GOAL_S, avx512) is None  # within the goal: nothing to say
+    assert ne.build_hint(464.0, avx2) is None  # the wheel's AVX2 kernels are this CPU's own
+    monkeypatch.setenv(ne.ENGINE_VARIABLE, "portable")
+    assert ne.build_hint(464.0, avx512) is None  # the user chose the wheel
+    monkeypatch.delenv(ne.ENGINE_VARIABLE)
+    install_engine(here(), kept=False)
+    assert ne.build_hint(464.0, avx512) is None  # measured here already, kept or not
+
+
 def test_build_without_cmake_says_what_to_install(monkeypatch, tiny_model):
     monkeypatch.setattr(eb, "_tool", lambda name: None)
     with pytest.raises(eb.CodelearnError, match="needs cmake") as caught:

@@ -79,8 +79,13 @@ def test_an_adapter_export_is_served_on_top_of_the_base(repo):
     model.close()
 
 
-def test_a_deliberately_bad_candidate_is_refused_and_the_serving_model_kept(junk_repo):
+def test_a_deliberately_bad_candidate_is_refused_and_the_serving_model_kept(junk_repo, monkeypatch):
+    from codelearn.llm import native_engine
+
+    asked = []  # a slow gate's advice (`engine build`) is given from the gate's own seconds
+    monkeypatch.setattr(native_engine, "build_hint", lambda seconds, flags: asked.append(seconds) or "HINT")
     report = run_training(open_project(junk_repo), RunOptions(since="HEAD~1"))  # trained on junk
+    assert asked == [report.seconds["gate"]] and "HINT" in report.warnings
     assert report.status == "rejected" and report.exit_code == EXIT_REJECTED
     assert "repo_loss" in report.message
     assert _serving(junk_repo) is None

@@ -180,6 +180,7 @@ class _Run:
         try:
             for stage in ("train", "export", "gate", "decide"):
                 self._stage(stage, getattr(self, f"_{stage}"))
+            self._engine_hint()
         finally:
             self._write_report()
         self._remember(inputs)
@@ -192,6 +193,15 @@ class _Run:
         self.lines(f"stage {name}", 0, None)
         action()
         self.report.seconds[name] = round(time.perf_counter() - started, 2)
+
+    def _engine_hint(self) -> None:
+        """A gate slower than a user can wait for, where `engine build` would speed it up: say so."""
+        from codelearn.llm.native_engine import build_hint
+
+        hint = build_hint(self.report.seconds.get("gate", 0.0), self.report.machine.get("flags", ()))
+        if hint:
+            log.warning(hint)
+            self.lines.warnings.append(hint)
 
     def _last_inputs(self) -> str | None:
         try:
