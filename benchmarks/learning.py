@@ -20,9 +20,9 @@ A lever against a baseline, in one work folder (the clone, index and base scores
     python benchmarks/learning.py --repo . --steps 195 --decay-over-passes --lr 4e-4 --work W --tag lr4-
         # the same samples as a 195-step run the clock ended, at another peak rate
 
-A run longer than one sitting: `--resume` saves the training state at every checkpoint and goes on
-from the last one when the same command runs again (with a larger --minutes: the budget counts the
-minutes already trained). The curve then holds every checkpoint of every sitting:
+A run longer than one sitting: `--resume` saves the training state at every checkpoint and at the
+end, and goes on from the last one when the same command runs again (with a larger --minutes: the
+budget counts the minutes already trained). The curve then holds every checkpoint of every sitting:
 
     python benchmarks/learning.py --repo . --minutes 110 --checkpoint-minutes 55 --resume --work W --tag long-
     python benchmarks/learning.py --repo . --minutes 165 --checkpoint-minutes 55 --resume --work W --tag long-
@@ -83,8 +83,8 @@ def main() -> None:
                         help="also save the adapter this often and score each one with the first export "
                              "kind: the learning curve of one run")
     parser.add_argument("--resume", action="store_true",
-                        help="save the training state at each checkpoint and go on from the last one "
-                             "that this work folder and tag hold (same data, base and settings)")
+                        help="save the training state at each checkpoint and at the end, and go on from "
+                             "the last one this work folder and tag hold (same data, base and settings)")
     parser.add_argument("--tag", default="",
                         help="names this run's exports, so runs sharing --work keep apart scores "
                              "(the base model's stay cached)")
@@ -154,8 +154,6 @@ def main() -> None:
     trainer = choose_trainer("auto")
     adapter_dir = work / f"adapter{args.tag}"
     if args.resume:
-        if not args.checkpoint_minutes:
-            parser.error("--resume saves its state at checkpoints: give --checkpoint-minutes too")
         config = replace(config, resume_file=str(work / f"resume-{args.tag}.pt"),
                          resume_key=resume_key(config, base.sha256, trainer.name, dataset.fingerprint()))
     else:  # a fresh run: an earlier run's snapshots under this tag are not its curve

@@ -232,6 +232,36 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf
     assert other.resumed == {} and other.steps == 1  # another run's state is never taken
 
 
+def test_a_run_that_ended_keeps_its_state_and_goes_on_only_with_more_budget(tiny_hf, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from codelearn.corpus.formats import Encoded
+    from codelearn.train.trainers import loop
+    from codelearn.train.trainers.base import TrainConfig
+    from codelearn.train.trainers.peft import PeftTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf)
+    data = [Encoded(ids, [True] * len(ids)) for ids in
+            (tokenizer(f"def f{i}(x):\n    return x + {i}\n" * 3)["input_ids"][:48] for i in range(12))]
+    state = tmp_path / "resume.pt"
+    config = TrainConfig(max_minutes=60, grad_accum=2, lr=1e-2, warmup_steps=1, checkpoint_minutes=60,
+                         resume_file=str(state), resume_key="data+settings")  # no checkpoint comes due
+    with monkeypatch.context() as clock:  # the budget ends after four sequences (two steps)
+        clock.setattr(loop._Clock, "out_of_time", lambda self: self.result.sequences >= 4)
+        ended = PeftTrainer().train(tiny_hf, data, config, tmp_path / "ended")
+        assert ended.stopped == "time" and ended.steps == 2 and state.is_file()  # saved at the end
+        # the same budget again (a crash in export, then the next night): nothing is trained twice
+        again = PeftTrainer().train(tiny_hf, data, config, tmp_path / "again")
+    assert again.resumed["steps"] == ended.steps and again.steps == ended.steps and again.stopped == "time"
+    a = load_file(str(tmp_path / "ended" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "again" / "adapter_model.safetensors"))
+    assert all(float((a[k] - b[k]).abs().max()) == 0 for k in a)
+    # the real clock: the hour is not spent, so it goes on from where it ended
+    more = PeftTrainer().train(tiny_hf, data, config, tmp_path / "more")
+    assert more.resumed["steps"] == ended.steps and more.steps == 18 and more.stopped == "data"  # 3 passes
+
+
 def test_packed_samples_train_the_same_model_in_fewer_sequences(tiny_hf, tmp_path, monkeypatch):
     from safetensors.torch import load_file
     from transformers import AutoTokenizer

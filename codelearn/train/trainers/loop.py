@@ -187,7 +187,10 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     clock = _Clock(config, total, planned, result, progress)
     model.train()
     result.stopped = "data"
-    for cursor in range(result.steps * config.grad_accum, planned, config.grad_accum):
+    start = result.steps * config.grad_accum
+    if saved is not None and clock.out_of_time():  # saved at its budget's end: nothing left to train
+        start, result.stopped = planned, "time"
+    for cursor in range(start, planned, config.grad_accum):
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, config.decay_steps or total)
         batch = [usable[i] for i in order[cursor:cursor + config.grad_accum]]
@@ -215,6 +218,8 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     result.last_loss = _tail_mean(result.losses)
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model.save_pretrained(str(out_dir))
+    if resume:  # the end too: a crash after training (export, gate) never trains it again
+        save_resume(torch, resume, config.resume_key, model, optimiser, result)
     return result
 
 
