@@ -189,18 +189,25 @@ def test_checkpoints_save_the_adapter_on_the_way_with_what_trained_it(tiny_hf, t
     assert any(float((early[k] - final[k]).abs().sum()) > 0 for k in final if "lora_B" in k)
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
+def _twelve_functions(tiny_hf) -> list:
+    """Twelve distinct 48-token samples, every token trained: six steps of two."""
     from transformers import AutoTokenizer
 
     from codelearn.corpus.formats import Encoded
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf)
+    return [Encoded(ids, [True] * len(ids)) for ids in
+            (tokenizer(f"def f{i}(x):\n    return x + {i}\n" * 3)["input_ids"][:48] for i in range(12))]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
     from codelearn.train.trainers import loop
     from codelearn.train.trainers.base import TrainConfig
     from codelearn.train.trainers.peft import PeftTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_hf)
-    data = [Encoded(ids, [True] * len(ids)) for ids in
-            (tokenizer(f"def f{i}(x):\n    return x + {i}\n" * 3)["input_ids"][:48] for i in range(12))]
+    data = _twelve_functions(tiny_hf)
     state = tmp_path / "resume.pt"
     config = TrainConfig(max_steps=6, grad_accum=2, lr=1e-2, warmup_steps=1, checkpoint_minutes=1e-9,
                          resume_file=str(state), resume_key="data+settings")
@@ -234,16 +241,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf
 
 def test_a_run_that_ended_keeps_its_state_and_goes_on_only_with_more_budget(tiny_hf, tmp_path, monkeypatch):
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer
 
-    from codelearn.corpus.formats import Encoded
     from codelearn.train.trainers import loop
     from codelearn.train.trainers.base import TrainConfig
     from codelearn.train.trainers.peft import PeftTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_hf)
-    data = [Encoded(ids, [True] * len(ids)) for ids in
-            (tokenizer(f"def f{i}(x):\n    return x + {i}\n" * 3)["input_ids"][:48] for i in range(12))]
+    data = _twelve_functions(tiny_hf)
     state = tmp_path / "resume.pt"
     config = TrainConfig(max_minutes=60, grad_accum=2, lr=1e-2, warmup_steps=1, checkpoint_minutes=60,
                          resume_file=str(state), resume_key="data+settings")  # no checkpoint comes due
