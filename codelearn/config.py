@@ -101,6 +101,10 @@ class Settings:
     train_checkpoint_minutes: float = _setting(
         15.0, "Save the training state this often; a run that is killed or crashes goes on from there "
         "the next time (same data, base and settings); 0 = never.")
+    train_carry_on: bool = _setting(
+        True, "A promoted run that its budget (train_minutes or train_steps) ended before three passes "
+        "keeps its training state, and the next run with the same data (nothing changed) goes on "
+        "from it with a budget of its own instead of being up to date; false = up to date.")
     train_search: bool = _setting(
         True, "`codelearn train` first tunes the search model on the repo (as `train --search` does; "
         "needs embedder = default and 40+ documented definitions, else skipped).")

@@ -73,7 +73,11 @@ def render_train(report, quiet: bool = False) -> None:
                   f"{training['dtype']}): {training['tokens']:,} tokens at {training['tokens_per_s']:.0f} tok/s "
                   f"in {training['seconds']:.0f}s; loss {training['first_loss']:.3f} → {training['last_loss']:.3f} "
                   f"(stopped: {_stopped(training)}); peak memory {training['peak_rss_mb']:.0f} MB")
-        if training.get("resumed"):
+        carried = training.get("carried") or {}
+        if carried:
+            out.print(f"went on from run {carried['run_id']}, promoted with training left: {carried['steps']} steps, "
+                      f"{carried['seconds']:.0f}s trained on the same data before (train_carry_on)")
+        if training.get("resumed") and training["resumed"]["steps"] != carried.get("steps"):
             done = training["resumed"]
             out.print(f"went on from step {done['steps']}: a run that stopped had trained {done['seconds']:.0f}s "
                       "and saved its state")

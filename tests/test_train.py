@@ -93,7 +93,8 @@ def test_a_deliberately_bad_candidate_is_refused_and_the_serving_model_kept(junk
     assert rows[0]["status"] == "refused" and "repo_loss" in rows[0]["failed_checks"]
 
 
-def test_nightly_is_up_to_date_when_nothing_changed_and_runs_after_a_commit(repo):
+def test_nightly_is_up_to_date_when_nothing_changed_and_runs_after_a_commit(repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_TRAIN_CARRY_ON", "false")  # a promoted 2-step run would go on
     project = open_project(repo)
     first = run_training(project, RunOptions(nightly=True, max_steps=2))
     assert first.status in ("promoted", "rejected")
@@ -167,6 +168,43 @@ def test_a_run_killed_mid_training_changes_nothing_and_the_next_run_goes_on_from
     assert not state.exists()  # decided: the state is gone
     assert json.loads((killed / "report.json").read_text())["status"] == "died"
     assert not (killed / "adapter").exists() and (killed / "train.log").exists()
+
+
+def test_a_promoted_run_its_budget_ended_goes_on_at_the_next_nightly_while_nothing_changes(repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_TRAIN_STEPS", "12")
+    folder = repo / ".codelearn" / "train"
+    first = run_training(open_project(repo), RunOptions(nightly=True))
+    assert first.status == "promoted", first.message
+    assert first.training["stopped"] == "steps" and first.training["carried"] == {}
+    assert (folder / "carry.pt").is_file() and not (folder / "resume.pt").exists()
+    assert "goes on from here" in first.message
+
+    again = run_training(open_project(repo), RunOptions(nightly=True))  # nothing changed: not up to date
+    carried = again.training["carried"]
+    assert carried["run_id"] == first.run_id and carried["steps"] == 12
+    assert carried["tokens"] == first.training["tokens"]
+    assert again.training["resumed"]["steps"] == 12 and again.training["steps"] == 24  # 12 more of its own
+    if again.status == "promoted":  # still training left: it goes on again
+        assert (folder / "carry.pt").is_file() and json.loads((folder / "carry.json").read_text())["steps"] == 24
+    else:  # refused: the carrying ends, and the next nightly is up to date
+        assert not (folder / "carry.pt").exists() and not (folder / "carry.json").exists()
+        assert run_training(open_project(repo), RunOptions(nightly=True)).status == "up_to_date"
+    assert not (folder / "resume.pt").exists()
+
+
+def test_a_carried_state_goes_only_to_a_run_on_the_same_data(tmp_path):
+    from codelearn.train import carry
+
+    resume = tmp_path / "resume.pt"
+    resume.write_bytes(b"state")
+    carry.keep(tmp_path, resume, "key-a", "run-1", {"steps": 40, "seconds": 600.0, "tokens": 9000})
+    assert not resume.exists() and carry.pending(tmp_path)
+    taken = carry.take(tmp_path, "key-a", resume)
+    assert taken == carry.Carried("run-1", 40, 600.0, 9000) and resume.read_bytes() == b"state"
+    assert taken.budget(240.0, 0) == (250.0, 0) and taken.budget(0.0, 10) == (0.0, 50)  # 0 stays no limit
+    assert carry.pending(tmp_path)  # until the run decides: a killed run's budget still counts the carry
+    assert carry.take(tmp_path, "key-a", resume) == taken  # the killed run's later state stays in place
+    assert carry.take(tmp_path, "key-b", resume) is None and not carry.pending(tmp_path)  # other data
 
 
 def test_dry_run_prints_the_mix_without_importing_torch(repo):

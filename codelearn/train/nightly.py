@@ -25,6 +25,7 @@ from typing import Callable
 from codelearn.errors import CodelearnError
 from codelearn.paths import write_json
 from codelearn.project import Project
+from codelearn.train import carry
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,14 @@ class _Run:
         self.loop_state = None  # the training loop's latest LoopState
         self.loop_started: float | None = None
         self._data_split = None  # (DataOptions, Split) once computed: see _split
+        self.carrying = False  # nothing changed, and a promoted run left training to go on with
 
     def go(self) -> TrainReport:
         inputs = input_fingerprint(self.project)
-        if self.options.nightly and not self.options.force and self._last_inputs() == inputs:
-            return TrainReport("up_to_date", "Nothing changed since the last finished run.")
+        if self._last_inputs() == inputs:
+            self.carrying = self.settings.train_carry_on and carry.pending(train_dir(self.project))
+            if self.options.nightly and not self.options.force and not self.carrying:
+                return TrainReport("up_to_date", "Nothing changed since the last finished run.")
         from codelearn.machine import this_machine
         from codelearn.progress import ProgressLog
 
@@ -166,7 +170,7 @@ class _Run:
         self.report.serving, self.report.base = self.serving.name, self.base.name
         if not self.options.dry_run:
             self._stage("preflight", self._preflight)
-            if self.settings.train_search and self.settings.embedder == "default":
+            if self.settings.train_search and self.settings.embedder == "default" and not self.carrying:
                 self._stage("search", self._tune_search)
         self._stage("data", self._build_data)
         from codelearn.train.precision import decide
@@ -339,8 +343,20 @@ class _Run:
             max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes,
             checkpoint_minutes=s.train_checkpoint_minutes, pack_tokens=s.train_seq_len if s.train_pack else 0)
         self.data_fingerprint = self.dataset.fingerprint()  # hashes every token: once a run
-        config = replace(config, resume_file=str(self._resume_file()),
-                         resume_key=resume_key(config, self.base.sha256, self.trainer.name, self.data_fingerprint))
+        self.resume_key = resume_key(config, self.base.sha256, self.trainer.name, self.data_fingerprint)
+        config = replace(config, resume_file=str(self._resume_file()), resume_key=self.resume_key)
+        carried = None
+        if s.train_carry_on:
+            carried = carry.take(train_dir(self.project), self.resume_key, self._resume_file())
+        else:
+            carry.drop(train_dir(self.project))
+        if carried:  # the same data as a promoted run whose budget ended first: go on from it
+            minutes, steps = carried.budget(config.max_minutes, config.max_steps)
+            config = replace(config, max_minutes=minutes, max_steps=steps)
+            log.info("going on from run %s (%d steps, %.0fs trained on the same data)", carried.run_id,
+                     carried.steps, carried.seconds)
+        elif self.carrying:
+            log.info("the data differ from those the last run trained on: training starts from the base")
         log.info("training in %s: %s", self.precision.precision, self.precision.reason)
 
         def step(state) -> None:
@@ -353,6 +369,7 @@ class _Run:
         if result.backend != "unsloth":  # unsloth picks its own (bf16 or 4-bit)
             result.precision = self.precision.as_json()
         self.report.training = result.as_json()
+        self.report.training["carried"] = carried.as_json() if carried else {}
         if result.resumed:
             log.info("went on from the state a stopped run saved: step %d, %.0fs trained",
                      result.resumed["steps"], result.resumed["seconds"])
@@ -437,7 +454,20 @@ class _Run:
         for gone in self.registry.prune(self.project.key, self.settings.keep_candidates):
             log.info("pruned old candidate %s", gone.name)
         shutil.rmtree(self.run_dir / "adapter", ignore_errors=True)  # exported; 30+ MB
-        self._resume_file().unlink(missing_ok=True)  # decided: nothing left to resume
+        self._carry_or_forget()
+
+    def _carry_or_forget(self) -> None:
+        """Decided: a promoted run the budget ended keeps its state for the next run on the same
+        data (`train_carry_on`); otherwise nothing is left to resume."""
+        folder, resume = train_dir(self.project), self._resume_file()
+        training = self.report.training
+        if (self.gate.promote and self.settings.train_carry_on and training.get("stopped") in carry.CARRIED_STOPS
+                and resume.is_file()):
+            carry.keep(folder, resume, self.resume_key, self.report.run_id, training)
+            self.report.message += " Training goes on from here at the next run while nothing changes."
+            return
+        carry.drop(folder)
+        resume.unlink(missing_ok=True)
 
     def _resume_file(self) -> Path:
         return train_dir(self.project) / "resume.pt"
