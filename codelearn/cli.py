@@ -172,11 +172,13 @@ def status(repo: Optional[Path] = RepoOption, as_json: bool = JsonOption) -> Non
     from codelearn.llm import native_engine
     from codelearn.models.registry import Registry, chosen_name
     from codelearn.render import render_status
+    from codelearn.train.nightly import training_status
 
     project = _project(repo)
     info = index_status(project)
     name, why = chosen_name(Registry(), project.settings.model, project.key)
     info["answer_model"] = {"name": name, "why": why, "llama_cpp": native_engine.describe()}
+    info["training"] = training_status(project)
     if as_json:
         console.print_json(info)
     else:

@@ -32,6 +32,7 @@ def render_status(info: dict) -> None:
                     f"{info['vectors_pending_store']} waiting for the vector store)"),
         ("search model", _search_model_line(info.get("search_model") or {})),
         ("answer model", _answer_model_line(info.get("answer_model") or {})),
+        ("training", _training_line(info.get("training") or {})),
         ("size", f"catalog {_mb(info['index_bytes'])}, vector store {_mb(info['vector_store_bytes'])}"),
         ("skipped", ", ".join(f"{k}: {v}" for k, v in info["skipped_by_reason"].items()) or "nothing"),
         ("secrets withheld", f"{info['redactions']} values in {info['files_with_redactions']} files"
@@ -48,6 +49,19 @@ def render_status(info: dict) -> None:
 
 def _answer_model_line(model: dict) -> str:
     return f"{model.get('name', '?')} ({model.get('why', '?')}) on {model.get('llama_cpp', 'llama.cpp')}"
+
+
+def _training_line(training: dict) -> str:
+    from codelearn.progress import duration
+
+    last, carried = training.get("last_run"), training.get("carried")
+    if not last:
+        return "no finished run (`codelearn train`)"
+    line = f"last run {last['run_id']}: {last['status']}"
+    if carried:
+        line += (f"; the next run goes on from run {carried['run_id']} ({carried['steps']} steps, "
+                 f"{duration(carried['seconds'])} trained) while nothing changes")
+    return line
 
 
 def _search_model_line(model: dict) -> str:

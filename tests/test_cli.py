@@ -163,11 +163,13 @@ def test_status_names_the_answer_model_and_the_llama_cpp_that_serves_it(indexed,
     from codelearn.models.catalog import DEFAULT_MODEL
 
     monkeypatch.setenv("CODELEARN_ENGINE", "portable")
-    model = json.loads(run("status", "--json", "--repo", str(indexed)).stdout)["answer_model"]
-    assert model == {"name": DEFAULT_MODEL, "why": "default", "llama_cpp": "llama.cpp portable wheel"}
+    shown = json.loads(run("status", "--json", "--repo", str(indexed)).stdout)
+    assert shown["answer_model"] == {"name": DEFAULT_MODEL, "why": "default", "llama_cpp": "llama.cpp portable wheel"}
+    assert shown["training"] == {"last_run": None, "carried": None}  # never trained here
     (indexed / ".codelearn.toml").write_text('[codelearn]\nmodel = "qwen2.5-coder-1.5b"\n')
-    shown = run("status", "--repo", str(indexed)).stdout
-    assert "qwen2.5-coder-1.5b (chosen) on llama.cpp portable wheel" in " ".join(shown.split())
+    shown = " ".join(run("status", "--repo", str(indexed)).stdout.split())
+    assert "qwen2.5-coder-1.5b (chosen) on llama.cpp portable wheel" in shown
+    assert "no finished run (`codelearn train`)" in shown
 
 
 def test_shell_completion_is_offered_and_completes():

@@ -178,6 +178,12 @@ def test_a_promoted_run_its_budget_ended_goes_on_at_the_next_nightly_while_nothi
     assert first.training["stopped"] == "steps" and first.training["carried"] == {}
     assert (folder / "carry.pt").is_file() and not (folder / "resume.pt").exists()
     assert "goes on from here" in first.message
+    shown = json.loads(CliRunner().invoke(app, ["status", "--repo", str(repo), "--json"]).stdout)["training"]
+    assert shown == {"last_run": {"run_id": first.run_id, "status": "promoted"},
+                     "carried": {"run_id": first.run_id, "steps": 12, "seconds": round(first.training["seconds"], 1),
+                                 "tokens": first.training["tokens"]}}
+    assert f"goes on from run {first.run_id} (12 steps" in " ".join(
+        CliRunner().invoke(app, ["status", "--repo", str(repo)]).stdout.split())
 
     again = run_training(open_project(repo), RunOptions(nightly=True))  # nothing changed: not up to date
     carried = again.training["carried"]

@@ -64,19 +64,30 @@ def drop(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _read(folder: Path) -> tuple[str, Carried] | None:
+    try:
+        data = json.loads(_paths(folder)[1].read_text())
+        return data["key"], Carried(str(data["run_id"]), int(data["steps"]), float(data["seconds"]),
+                                    int(data["tokens"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def waiting(folder: Path) -> Carried | None:
+    """What the next run on unchanged data goes on from, for `codelearn status`."""
+    read = _read(folder)
+    return read[1] if read else None
+
+
 def take(folder: Path, key: str, resume: Path) -> Carried | None:
     """What earlier runs trained, if they trained on data `key`: their state is put where the loop
     resumes from (unless a killed run of this trajectory left a later one there). Anything else is
     stale and removed."""
-    state, meta = _paths(folder)
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        drop(folder)
-        return None
-    if data.get("key") != key or not (state.is_file() or resume.is_file()):
+    state = _paths(folder)[0]
+    read = _read(folder)
+    if read is None or read[0] != key or not (state.is_file() or resume.is_file()):
         drop(folder)
         return None
     if state.is_file():
         os.replace(state, resume)
-    return Carried(str(data.get("run_id", "")), int(data["steps"]), float(data["seconds"]), int(data["tokens"]))
+    return read[1]

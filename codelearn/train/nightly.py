@@ -104,6 +104,18 @@ def run_training(project: Project, options: RunOptions, progress: Progress = _no
         lock.release()
 
 
+def training_status(project: Project) -> dict:
+    """The last finished run and what the next run on unchanged data goes on from (nothing loaded)."""
+    folder = train_dir(project)
+    try:
+        last = json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError):
+        last = None
+    waiting = carry.waiting(folder) if project.settings.train_carry_on else None
+    return {"last_run": {"run_id": last.get("run_id"), "status": last.get("status")} if last else None,
+            "carried": waiting.as_json() if waiting else None}
+
+
 def input_fingerprint(project: Project) -> str:
     """Changes when anything a run learns from changes: commits, edits, settings, codelearn,
     feedback in the question history."""
