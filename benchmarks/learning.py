@@ -100,7 +100,7 @@ def main() -> None:
     from codelearn.evaluate.served import SearchNeighbours
     from codelearn.index.indexer import run_index
     from codelearn.llm.llama_backend import LlamaVocab
-    from codelearn.models.registry import Registry
+    from codelearn.models.registry import Registry, sha256_file
     from codelearn.project import open_project
     from codelearn.models.bases import serving_model, training_base
     from codelearn.models.converter import converter_dir
@@ -192,8 +192,10 @@ def main() -> None:
                             options, retrieve=search)
     finally:
         search.close()
+    # cached scores are keyed by what was exported, never by its name: a resumed run's final
+    # model has the name of the shorter run's before it
     models = [ModelRef("base", base.gguf, base.sha256)] + [
-        ModelRef(f"{args.tag}{name}", e.model, f"learning:{work}:{args.tag}{name}", e.adapter)
+        ModelRef(f"{args.tag}{name}", e.model, f"learning:{sha256_file(e.adapter or e.model)}", e.adapter)
         for name, e in exports.items()]
     scored = timed("score", score_models, models, probes, vocab, cache=ScoreCache(work / "scores.jsonl"),
                    progress=lambda stage, d, t: print(f"  {stage} {d}/{t}", flush=True) if d % 20 == 0 else None)
