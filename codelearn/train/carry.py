@@ -1,7 +1,8 @@
 """Nights that add up: training that goes on from the last promoted run.
 
-On 2 CPU cores one night trains a fraction of a pass over a repo's data, and the held-out loss
-was still falling at the end of every budget measured (docs/learning.md). A promoted run whose
+On 2 CPU cores one night trains a fraction of a pass over a repo's data, and on slow CPUs, large
+repos or larger models it ends before the held-out loss stops falling (on this project it fell
+to ~600k tokens, then flattened: docs/learning.md). A promoted run whose
 budget ended before its data did therefore keeps its training state (`carry.pt`, the same file a
 killed run leaves, and `carry.json`: the key it was saved under and what it had trained). The next
 run with the same data (nothing committed since, the same settings) goes on from that state with a
