@@ -104,13 +104,22 @@ def run_training(project: Project, options: RunOptions, progress: Progress = _no
         lock.release()
 
 
+def _state_file(project: Project) -> Path:
+    return train_dir(project) / "state.json"
+
+
+def last_finished(project: Project) -> dict:
+    """What the last finished run recorded (`inputs`, `run_id`, `status`); empty if none did."""
+    try:
+        return json.loads(_state_file(project).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def training_status(project: Project) -> dict:
     """The last finished run and what the next run on unchanged data goes on from (nothing loaded)."""
     folder = train_dir(project)
-    try:
-        last = json.loads((folder / "state.json").read_text())
-    except (OSError, ValueError):
-        last = None
+    last = last_finished(project)
     waiting = carry.waiting(folder) if project.settings.train_carry_on else None
     return {"last_run": {"run_id": last.get("run_id"), "status": last.get("status")} if last else None,
             "carried": waiting.as_json() if waiting else None}
@@ -140,7 +149,7 @@ class _Run:
         self.project, self.options, self.progress = project, options, progress
         self.settings = project.settings
         self.report = TrainReport("running", "")
-        self.state_file = train_dir(project) / "state.json"
+        self.state_file = _state_file(project)
         self.loop_state = None  # the training loop's latest LoopState
         self.loop_started: float | None = None
         self._data_split = None  # (DataOptions, Split) once computed: see _split
@@ -148,7 +157,7 @@ class _Run:
 
     def go(self) -> TrainReport:
         inputs = input_fingerprint(self.project)
-        if self._last_inputs() == inputs:
+        if last_finished(self.project).get("inputs") == inputs:
             self.carrying = self.settings.train_carry_on and carry.pending(train_dir(self.project))
             if self.options.nightly and not self.options.force and not self.carrying:
                 return TrainReport("up_to_date", "Nothing changed since the last finished run.")
@@ -218,12 +227,6 @@ class _Run:
         if hint:
             log.warning(hint)
             self.lines.warnings.append(hint)
-
-    def _last_inputs(self) -> str | None:
-        try:
-            return json.loads(self.state_file.read_text()).get("inputs")
-        except (OSError, ValueError):
-            return None
 
     def _remember(self, inputs: str) -> None:
         write_json(self.state_file, {"inputs": inputs, "run_id": self.report.run_id,
