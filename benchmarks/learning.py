@@ -54,6 +54,21 @@ def curve_points(adapter_dir: Path, final_step: int) -> list[dict]:
     return [p for p in points if p["steps"] < final_step]
 
 
+def write_gpu_data(path: Path, train: list, probes: list) -> None:
+    """The samples and probes as flat arrays with offsets (what benchmarks/gpu_train.py reads)."""
+    import numpy as np
+
+    def flat(prefix: str, encoded: list) -> dict:
+        offsets = np.cumsum([0] + [len(e.ids) for e in encoded])
+        return {f"{prefix}_ids": np.array([t for e in encoded for t in e.ids], dtype=np.int32),
+                f"{prefix}_mask": np.array([m for e in encoded for m in e.train], dtype=np.bool_),
+                f"{prefix}_offs": offsets}
+
+    np.savez_compressed(path, **flat("train", train), **flat("probe", [p.encoded for p in probes]),
+                        probe_group=np.array([p.group for p in probes]),
+                        probe_cond=np.array([p.condition for p in probes]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", type=Path, required=True)
@@ -85,6 +100,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="save the training state at each checkpoint and at the end, and go on from "
                              "the last one this work folder and tag hold (same data, base and settings)")
+    parser.add_argument("--gpu-data", type=Path, default=None,
+                        help="write this split's encoded samples and probes to this .npz for "
+                             "benchmarks/gpu_train.py, and stop before training")
     parser.add_argument("--tag", default="",
                         help="names this run's exports, so runs sharing --work keep apart scores "
                              "(the base model's stay cached)")
@@ -143,6 +161,18 @@ def main() -> None:
     print(json.dumps(stats["split"], indent=1))
     print({k: (v["samples"], v["tokens"]) for k, v in stats["kinds"].items()}, "total", stats["tokens"])
 
+    def held_out_probes():
+        search = SearchNeighbours(project, vocab)  # the served condition: what ask's search finds
+        try:
+            return all_probes(dataset.split, dataset.finder, dataset.fmt, vocab, dataset.repo_name, answers,
+                              ProbeOptions(targets=args.targets, seed=0), retrieve=search)
+        finally:
+            search.close()
+
+    if args.gpu_data:
+        write_gpu_data(args.gpu_data, dataset.encoded, held_out_probes())
+        print(f"wrote {args.gpu_data}")
+        return
     hf_dir = timed("dequantise base (cached after the first run)", prepare_base, base.weights, base.sha256)
     settings = project.settings
     config = TrainConfig(max_minutes=args.minutes, max_steps=args.steps, seed=0, dtype=args.dtype,
@@ -185,13 +215,7 @@ def main() -> None:
     for name, made in exports.items():
         print(f"  {name}: {json.dumps(made.as_json()['seconds'])} size {made.size / 1e6:.1f} MB")
 
-    options = ProbeOptions(targets=args.targets, seed=0)
-    search = SearchNeighbours(project, vocab)  # the served condition: what ask's search finds
-    try:
-        probes = all_probes(dataset.split, dataset.finder, dataset.fmt, vocab, dataset.repo_name, answers,
-                            options, retrieve=search)
-    finally:
-        search.close()
+    probes = held_out_probes()
     # cached scores are keyed by what was exported, never by its name: a resumed run's final
     # model has the name of the shorter run's before it
     models = [ModelRef("base", base.gguf, base.sha256)] + [

@@ -80,6 +80,7 @@ class TrainResult:
     last_loss: float | None = None
     stopped: str = ""  # steps | time | data
     partial_step: int = 0  # sequences of the last step when the budget ended it early (applied)
+    pack_tokens: int = 0  # the longest sequence a step's samples were packed into (0: none packed)
     peak_rss_mb: float = 0.0
     device: str = "cpu"
     dtype: str = "fp32"

@@ -2,13 +2,13 @@
 
 Batch size 1 with gradient accumulation: samples vary in length and a CPU does
 no better with padded batches, so every token computed is a real one. A step's
-short samples may be packed side by side into one sequence (`pack_tokens`),
-each still scored as if alone: the same gradient from fewer, longer sequences. The loss
-counts only the tokens a sample marks as trained (the target after its context,
-an answer after its prompt). Stops at the step limit, the time budget or the
-end of three passes over the data, whichever comes first, and always saves. The
-clock is read after every sequence, not every step: on a slow CPU one step can take
-longer than the whole budget.
+short samples may be packed side by side into one sequence (`pack_tokens`; on a
+GPU always a whole step), each still scored as if alone: the same gradient from
+fewer, longer sequences. The loss counts only the tokens a sample marks as
+trained (the target after its context, an answer after its prompt). Stops at the
+step limit, the time budget or the end of three passes over the data, whichever
+comes first, and always saves. The clock is read after every sequence, not every
+step: on a slow CPU one step can take longer than the whole budget.
 """
 
 from __future__ import annotations
@@ -73,6 +73,19 @@ def pack_step(samples: list[Encoded], limit: int) -> list[list[Encoded]]:
         packs[-1].append(sample)
         used += len(sample.ids)
     return packs
+
+
+def pack_limit(config: TrainConfig, samples: list[Encoded], *, backend: str, device: str) -> int:
+    """The longest sequence a step's samples are packed into (0: one sample a sequence). On a GPU,
+    always a whole step: the same gradient, and one sequence of ~200 tokens leaves the GPU idle
+    (an H200 trained the 0.5B at 791 tokens/s one sample a sequence, 2,380 a step a sequence:
+    docs/learning.md). On a CPU, what `train_pack` asked for. Never under unsloth, whose kernels
+    were not checked to keep packed samples apart."""
+    if backend == "unsloth":
+        return 0
+    if device.startswith("cuda"):
+        return config.grad_accum * max((len(s.ids) for s in samples), default=0)
+    return config.pack_tokens
 
 
 def _per_sample_mean(torch, values, segment, counted, samples: int):
@@ -179,7 +192,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled="bf16" in dtype)
-    pack_tokens = config.pack_tokens if backend != "unsloth" else 0  # unsloth's kernels: masks unverified
+    pack_tokens = result.pack_tokens = pack_limit(config, usable, backend=backend, device=device)
     resume = Path(config.resume_file) if config.resume_file else None
     saved = load_resume(torch, resume, config.resume_key) if resume else None
     if saved is not None:
