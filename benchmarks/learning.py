@@ -26,6 +26,14 @@ budget counts the minutes already trained). The curve then holds every checkpoin
 
     python benchmarks/learning.py --repo . --minutes 110 --checkpoint-minutes 55 --resume --work W --tag long-
     python benchmarks/learning.py --repo . --minutes 165 --checkpoint-minutes 55 --resume --work W --tag long-
+
+A night after a commit (`train_warm_start`): train at an earlier cut and keep the state, then at
+the later cut from that state, against the same from the base:
+
+    python benchmarks/learning.py --repo R --since C1 --steps 80 --decay-over-passes --resume --work W1 --tag n1-
+    python benchmarks/learning.py --repo R --since C2 --steps 80 --decay-over-passes --work W2 --tag fresh-
+    python benchmarks/learning.py --repo R --since C2 --steps 80 --decay-over-passes --work W2 --tag warm- \
+        --warm-from W1/resume-n1-.pt
 """
 
 from __future__ import annotations
@@ -100,6 +108,10 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="save the training state at each checkpoint and at the end, and go on from "
                              "the last one this work folder and tag hold (same data, base and settings)")
+    parser.add_argument("--warm-from", type=Path, default=None,
+                        help="start the adapter from this saved state's weights (another run's --resume "
+                             "state, e.g. at an earlier cut): what a nightly after a commit does "
+                             "(train_warm_start); the seed moves on, as there")
     parser.add_argument("--gpu-data", type=Path, default=None,
                         help="write this split's encoded samples and probes to this .npz for "
                              "benchmarks/gpu_train.py, and stop before training")
@@ -179,6 +191,8 @@ def main() -> None:
                          lr=args.lr or settings.train_lr,
                          pack_tokens=settings.train_seq_len if settings.train_pack else 0,
                          checkpoint_minutes=args.checkpoint_minutes, snapshots=True)
+    if args.warm_from:
+        config = replace(config, warm_file=str(args.warm_from), seed=1)
     if args.decay_over_passes:
         config = replace(config, decay_steps=planned_steps(replace(config, max_steps=0), len(trainable(dataset.encoded))))
     trainer = choose_trainer("auto")
@@ -198,6 +212,8 @@ def main() -> None:
                   f"{state.seconds / 60:.1f} min", flush=True)
 
     result = timed("train", trainer.train, hf_dir, dataset.encoded, config, adapter_dir, step)
+    if args.warm_from and not result.warm_started:
+        raise SystemExit(f"{args.warm_from} could not be read as a state of this base and LoRA shape")
     print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
     converter = converter_dir(project.settings.converter_path)
     def export(kind: str, adapter: Path, name: str):

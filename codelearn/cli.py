@@ -523,8 +523,9 @@ def feedback(
 def train(
     nightly: bool = typer.Option(
         False, "--nightly", help="For cron: return in seconds when nothing changed since the last finished "
-        "run (unless it left training to go on with: train_carry_on). Exit codes: 0 promoted or up to "
-        "date, 3 the candidate was refused, 75 another run is going, 1 error."),
+        "run (unless it left training to go on with: train_carry_on; after a commit it starts from that "
+        "run's adapter: train_warm_start). Exit codes: 0 promoted or up to date, 3 the candidate was "
+        "refused, 75 another run is going, 1 error."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the training mix and hold-out sizes, train "
                                  "nothing (does not load torch)."),
     force: bool = typer.Option(False, "--force", help="With --nightly: run even if nothing changed."),

@@ -105,6 +105,10 @@ class Settings:
         True, "A promoted run that its budget (train_minutes or train_steps) ended before three passes "
         "keeps its training state, and the next run with the same data (nothing changed) goes on "
         "from it with a budget of its own instead of being up to date; false = up to date.")
+    train_warm_start: bool = _setting(
+        True, "With train_carry_on, a run on changed data (a commit since) starts from that kept "
+        "state's adapter instead of the base, where the split allows it (same base and LoRA shape, "
+        "a cut at or after the last run's): what earlier nights learned is kept; false = from the base.")
     train_search: bool = _setting(
         True, "`codelearn train` first tunes the search model on the repo (as `train --search` does; "
         "needs embedder = default and 40+ documented definitions, else skipped).")

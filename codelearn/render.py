@@ -60,7 +60,8 @@ def _training_line(training: dict) -> str:
     line = f"last run {last['run_id']}: {last['status']}"
     if carried:
         line += (f"; the next run goes on from run {carried['run_id']} ({carried['steps']} steps, "
-                 f"{duration(carried['seconds'])} trained) while nothing changes")
+                 f"{duration(carried['seconds'])} trained) while nothing changes"
+                 + (", and from its adapter after a commit" if carried.get("warm_start") else ""))
     return line
 
 

@@ -239,6 +239,31 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tiny_hf
     assert other.resumed == {} and other.steps == 1  # another run's state is never taken
 
 
+def test_a_warm_start_takes_another_runs_adapter_weights_and_nothing_else(tiny_hf, tmp_path):
+    from safetensors.torch import load_file
+
+    from codelearn.train.trainers.base import TrainConfig
+    from codelearn.train.trainers.peft import PeftTrainer
+
+    data = _twelve_functions(tiny_hf)
+    state = tmp_path / "carry.pt"
+    config = TrainConfig(max_steps=3, grad_accum=2, lr=1e-2, warmup_steps=1)
+    PeftTrainer().train(tiny_hf, data, replace(config, resume_file=str(state), resume_key="night 1"),
+                        tmp_path / "night1")
+    # a zero learning rate: what the next run saves is what it started from
+    still = replace(config, lr=0.0, max_steps=1)
+    warm = PeftTrainer().train(tiny_hf, data, replace(still, warm_file=str(state)), tmp_path / "warm")
+    cold = PeftTrainer().train(tiny_hf, data, still, tmp_path / "cold")
+    night1, started, fresh = (load_file(str(tmp_path / name / "adapter_model.safetensors"))
+                              for name in ("night1", "warm", "cold"))
+    assert warm.warm_started and not cold.warm_started
+    assert warm.resumed == {} and warm.steps == 1  # its own optimiser, schedule and progress
+    assert all(float((started[k] - night1[k]).abs().max()) == 0 for k in night1)
+    assert any(float((fresh[k] - night1[k]).abs().max()) > 1e-3 for k in night1)  # the base's zero B
+    wider = PeftTrainer().train(tiny_hf, data, replace(still, rank=8, warm_file=str(state)), tmp_path / "wide")
+    assert not wider.warm_started  # weights of another shape are not taken: it starts from the base
+
+
 def test_a_run_that_ended_keeps_its_state_and_goes_on_only_with_more_budget(tiny_hf, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

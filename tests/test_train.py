@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import git, write_files
+from conftest import NEW_CODE, git, make_repo, write_files
 from typer.testing import CliRunner
 
 from codelearn.cli import app
@@ -181,7 +181,7 @@ def test_a_promoted_run_its_budget_ended_goes_on_at_the_next_nightly_while_nothi
     shown = json.loads(CliRunner().invoke(app, ["status", "--repo", str(repo), "--json"]).stdout)["training"]
     assert shown == {"last_run": {"run_id": first.run_id, "status": "promoted"},
                      "carried": {"run_id": first.run_id, "steps": 12, "seconds": round(first.training["seconds"], 1),
-                                 "tokens": first.training["tokens"]}}
+                                 "tokens": first.training["tokens"], "warm_start": True}}
     assert f"goes on from run {first.run_id} (12 steps" in " ".join(
         CliRunner().invoke(app, ["status", "--repo", str(repo)]).stdout.split())
 
@@ -203,14 +203,73 @@ def test_a_carried_state_goes_only_to_a_run_on_the_same_data(tmp_path):
 
     resume = tmp_path / "resume.pt"
     resume.write_bytes(b"state")
-    carry.keep(tmp_path, resume, "key-a", "run-1", {"steps": 40, "seconds": 600.0, "tokens": 9000})
+    lineage = {"shape": "lora-a", "generation": 1, "before_tokens": 500, "warm_from": "run-0",
+               "split": {"cut": "c1", "seed": 0, "random_share": 0.05}}
+    carry.keep(tmp_path, resume, "key-a", "run-1", {"steps": 40, "seconds": 600.0, "tokens": 9000}, lineage)
     assert not resume.exists() and carry.pending(tmp_path)
+    assert carry.lineage(tmp_path) == carry.Lineage(1, 500, "run-0")
+    assert carry.take(tmp_path, "key-b", resume) is None and carry.pending(tmp_path)  # other data: kept...
+    warm = carry.warm(tmp_path)  # ...for a warm start
+    assert warm == carry.Warm("run-1", tmp_path / "carry.pt", "lora-a", lineage["split"], 1, 9500)
     taken = carry.take(tmp_path, "key-a", resume)
     assert taken == carry.Carried("run-1", 40, 600.0, 9000) and resume.read_bytes() == b"state"
     assert taken.budget(240.0, 0) == (250.0, 0) and taken.budget(0.0, 10) == (0.0, 50)  # 0 stays no limit
     assert carry.pending(tmp_path)  # until the run decides: a killed run's budget still counts the carry
     assert carry.take(tmp_path, "key-a", resume) == taken  # the killed run's later state stays in place
-    assert carry.take(tmp_path, "key-b", resume) is None and not carry.pending(tmp_path)  # other data
+    assert carry.warm(tmp_path) is None  # its weights are the run's own now
+    carry.drop(tmp_path)
+    assert not carry.pending(tmp_path) and carry.lineage(tmp_path) == carry.Lineage()
+
+
+def test_a_warm_start_needs_the_same_lora_and_hold_out_and_a_cut_at_or_after_the_last_runs(tmp_path):
+    from codelearn.corpus.history import is_ancestor
+    from codelearn.train.carry import Warm, why_not
+
+    repo = make_repo(tmp_path / "r", {"m0.py": "X = 0\n"})
+    commits = [git(repo, "rev-parse", "HEAD").strip()]
+    for n in (1, 2):
+        write_files(repo, {f"m{n}.py": f"X = {n}\n"})
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"c{n}")
+        commits.append(git(repo, "rev-parse", "HEAD").strip())
+    follows = lambda old, new: is_ancestor(repo, old, new)  # noqa: E731
+    split = {"cut": commits[1], "seed": 0, "random_share": 0.05}
+    warm = Warm("run-1", tmp_path / "carry.pt", "lora-a", split)
+    assert why_not(warm, "lora-a", split, follows) == ""  # the same cut
+    assert why_not(warm, "lora-a", {**split, "cut": commits[2]}, follows) == ""  # a later one
+    assert "cut" in why_not(warm, "lora-a", {**split, "cut": commits[0]}, follows)  # earlier: it trained on it
+    assert "cut" in why_not(Warm("run-1", warm.state, "lora-a", {**split, "cut": ""}), "lora-a", split, follows)
+    assert why_not(warm, "lora-a", {**split, "cut": ""}, follows) == ""  # no temporal hold-out now
+    assert "LoRA" in why_not(warm, "lora-b", split, follows)
+    assert "random hold-out" in why_not(warm, "lora-a", {**split, "seed": 1}, follows)
+    assert "cut" in why_not(warm, "lora-a", {**split, "cut": "0" * 40}, follows)  # unknown here
+
+
+def test_after_a_commit_the_next_nightly_starts_from_the_kept_adapter_not_the_base(repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_TRAIN_STEPS", "12")
+    folder = repo / ".codelearn" / "train"
+    first = run_training(open_project(repo), RunOptions(nightly=True))
+    assert first.status == "promoted", first.message
+    kept = json.loads((folder / "carry.json").read_text())
+    assert (kept["generation"], kept["before_tokens"], kept["warm_from"]) == (0, 0, "") and kept["split"]["cut"]
+    # a large commit: the cut moves on, the widgets are trained on now and more of their kind held out
+    gadgets = "\n\n".join(NEW_CODE.replace("widget", f"gadget{n}") for n in range(16))
+    write_files(repo, {"lib/gadgets.py": gadgets})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "gadgets")
+    second = run_training(open_project(repo), RunOptions(nightly=True))
+    assert second.dataset["split"]["cut"]["commit"] != kept["split"]["cut"]
+    training = second.training
+    assert training["warm"] == {"run_id": first.run_id, "generation": 0, "tokens": first.training["tokens"]}
+    assert training["warm_started"] and training["carried"] == {} and not training["resumed"]
+    assert training["steps"] == 12  # a budget of its own, a fresh optimiser and schedule
+    assert f"starting from run {first.run_id}'s adapter" in (folder / "runs" / second.run_id / "train.log").read_text()
+    assert second.status == "promoted", second.message
+    kept = json.loads((folder / "carry.json").read_text())
+    assert (kept["generation"], kept["before_tokens"], kept["warm_from"]) == (1, first.training["tokens"], first.run_id)
+    third = run_training(open_project(repo), RunOptions(nightly=True))  # nothing changed: goes on, not warm
+    assert third.training["carried"]["run_id"] == second.run_id and third.training["warm"] == {}
+    assert third.training["resumed"]["steps"] == 12
 
 
 def test_dry_run_prints_the_mix_without_importing_torch(repo):

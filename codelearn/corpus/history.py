@@ -43,6 +43,13 @@ def _git(root: Path, *args: str) -> bytes:
     return proc.stdout
 
 
+def is_ancestor(root: Path, older: str, newer: str) -> bool:
+    """`older` is `newer` or one of its ancestors (False when either is unknown here)."""
+    proc = subprocess.run(["git", "merge-base", "--is-ancestor", older, newer], cwd=root,
+                          capture_output=True, check=False)
+    return proc.returncode == 0
+
+
 def is_git_repo(root: Path) -> bool:
     return (root / ".git").exists()
 

@@ -6,17 +6,24 @@ to ~600k tokens, then flattened: docs/learning.md). A promoted run whose
 budget ended before its data did therefore keeps its training state (`carry.pt`, the same file a
 killed run leaves, and `carry.json`: the key it was saved under and what it had trained). The next
 run with the same data (nothing committed since, the same settings) goes on from that state with a
-budget of its own on top, on the same schedule and sample order, instead of having nothing to do;
-any change to the data starts again from the base. The gate judges each night's candidate against
-the serving model as always, and a refusal ends the carrying.
+budget of its own on top, on the same schedule and sample order, instead of having nothing to do.
+
+When the data changed (a commit), the next run starts from that state's adapter weights instead
+of the base (`train_warm_start`): a fresh optimiser, schedule and sample order (another seed, so it
+does not begin with the samples the last run began with), on the new data. Only where the split
+allows it: the same base, trainer and LoRA shape, the same random hold-out, and a temporal cut at
+or after the last run's, so that nothing now held out was trained on. Otherwise it starts from the
+base. The gate judges each night's candidate against the serving model as always, and a refusal
+ends the carrying.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from codelearn.paths import write_json
 
@@ -43,6 +50,21 @@ class Carried:
                 "tokens": self.tokens}
 
 
+@dataclass(frozen=True)
+class Warm:
+    """A promoted run's adapter that a run on changed data may start from, and its lineage."""
+
+    run_id: str
+    state: Path  # carry.pt: its trainable weights are what a warm start takes
+    shape: str  # base, trainer and LoRA shape it was trained with (`warm_key`)
+    split: dict = field(default_factory=dict)  # cut, seed and random_share of its split
+    generation: int = 0  # data versions this lineage trained on before that run's
+    tokens: int = 0  # tokens the whole lineage trained, that run's included
+
+    def as_json(self) -> dict:
+        return {"run_id": self.run_id, "generation": self.generation, "tokens": self.tokens}
+
+
 def _paths(folder: Path) -> tuple[Path, Path]:
     return folder / "carry.pt", folder / "carry.json"
 
@@ -52,12 +74,13 @@ def pending(folder: Path) -> bool:
     return _paths(folder)[1].is_file()
 
 
-def keep(folder: Path, resume: Path, key: str, run_id: str, progress: dict) -> None:
-    """Keep the state a promoted run saved at its end (`resume`) for the next run with data `key`."""
+def keep(folder: Path, resume: Path, key: str, run_id: str, progress: dict, lineage: dict | None = None) -> None:
+    """Keep the state a promoted run saved at its end (`resume`) for the next run with data `key`
+    (`lineage`: what a warm start on other data must match, see `Warm`)."""
     state, meta = _paths(folder)
     os.replace(resume, state)
     write_json(meta, {"key": key, "run_id": run_id, "steps": progress["steps"],
-                      "seconds": progress["seconds"], "tokens": progress["tokens"]}, indent=None)
+                      "seconds": progress["seconds"], "tokens": progress["tokens"], **(lineage or {})}, indent=None)
 
 
 def drop(folder: Path) -> None:
@@ -65,12 +88,20 @@ def drop(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _read(folder: Path) -> tuple[str, Carried] | None:
+def _meta(folder: Path) -> dict | None:
     try:
         data = json.loads(_paths(folder)[1].read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _read(folder: Path) -> tuple[str, Carried] | None:
+    data = _meta(folder)
+    try:
         return data["key"], Carried(str(data["run_id"]), int(data["steps"]), float(data["seconds"]),
                                     int(data["tokens"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -82,13 +113,65 @@ def waiting(folder: Path) -> Carried | None:
 
 def take(folder: Path, key: str, resume: Path) -> Carried | None:
     """What earlier runs trained, if they trained on data `key`: their state is put where the loop
-    resumes from (unless a killed run of this trajectory left a later one there). Anything else is
-    stale and removed."""
+    resumes from (unless a killed run of this trajectory left a later one there). A state kept for
+    other data stays, for `warm`; an unreadable one is removed."""
     state = _paths(folder)[0]
     read = _read(folder)
-    if read is None or read[0] != key or not (state.is_file() or resume.is_file()):
+    if read is None or not (state.is_file() or resume.is_file()):
         drop(folder)
+        return None
+    if read[0] != key:
         return None
     if state.is_file():
         os.replace(state, resume)
     return read[1]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a trajectory of training stands among the data versions it went through."""
+
+    generation: int = 0  # data versions trained on before this one (its seed is offset by it)
+    before_tokens: int = 0  # tokens trained on those earlier versions
+    warm_from: str = ""  # the run whose adapter it started from ("": the base)
+
+    def as_json(self) -> dict:
+        return {"generation": self.generation, "before_tokens": self.before_tokens, "warm_from": self.warm_from}
+
+
+def lineage(folder: Path) -> Lineage:
+    """The kept state's lineage: what a run that goes on from it on the same data carries forward."""
+    data = _meta(folder) or {}
+    try:
+        return Lineage(int(data.get("generation", 0)), int(data.get("before_tokens", 0)),
+                       str(data.get("warm_from", "")))
+    except (TypeError, ValueError):
+        return Lineage()
+
+
+def warm(folder: Path) -> Warm | None:
+    """The kept state of a run on other data, as a start for this one (the caller checks that the
+    shape and split allow it)."""
+    data, state = _meta(folder), _paths(folder)[0]
+    if not data or not state.is_file() or "shape" not in data:
+        return None
+    try:
+        return Warm(str(data["run_id"]), state, str(data["shape"]), dict(data.get("split") or {}),
+                    int(data.get("generation", 0)), int(data.get("before_tokens", 0)) + int(data["tokens"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def why_not(warm: Warm, shape: str, split: dict, follows: Callable[[str, str], bool]) -> str:
+    """Why a run with LoRA `shape` and `split` (its cut, seed and random_share) may not start from
+    `warm`, or "" if it may. `follows(old, new)`: commit `new` is `old` or comes after it. A cut
+    before the earlier run's would hold out code that run trained on; so would a run with a cut
+    after one without."""
+    old, new = warm.split.get("cut", ""), split.get("cut", "")
+    if warm.shape != shape:
+        return "another base, trainer or LoRA shape"
+    if (warm.split.get("seed"), warm.split.get("random_share")) != (split.get("seed"), split.get("random_share")):
+        return "another random hold-out"
+    if new and not (old and follows(old, new)):
+        return "this run's cut is not at or after that run's"
+    return ""

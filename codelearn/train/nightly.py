@@ -117,12 +117,14 @@ def last_finished(project: Project) -> dict:
 
 
 def training_status(project: Project) -> dict:
-    """The last finished run and what the next run on unchanged data goes on from (nothing loaded)."""
+    """The last finished run and what the next run goes on from: its state on unchanged data, its
+    adapter after a commit where `warm_start` (nothing loaded)."""
     folder = train_dir(project)
     last = last_finished(project)
     waiting = carry.waiting(folder) if project.settings.train_carry_on else None
+    carried = {**waiting.as_json(), "warm_start": project.settings.train_warm_start} if waiting else None
     return {"last_run": {"run_id": last.get("run_id"), "status": last.get("status")} if last else None,
-            "carried": waiting.as_json() if waiting else None}
+            "carried": carried}
 
 
 def input_fingerprint(project: Project) -> str:
@@ -358,20 +360,7 @@ class _Run:
             max_minutes=self.options.max_minutes if self.options.max_minutes is not None else s.train_minutes,
             checkpoint_minutes=s.train_checkpoint_minutes, pack_tokens=s.train_seq_len if s.train_pack else 0)
         self.data_fingerprint = self.dataset.fingerprint()  # hashes every token: once a run
-        self.resume_key = resume_key(config, self.base.sha256, self.trainer.name, self.data_fingerprint)
-        config = replace(config, resume_file=str(self._resume_file()), resume_key=self.resume_key)
-        carried = None
-        if s.train_carry_on:
-            carried = carry.take(train_dir(self.project), self.resume_key, self._resume_file())
-        else:
-            carry.drop(train_dir(self.project))
-        if carried:  # the same data as a promoted run whose budget ended first: go on from it
-            minutes, steps = carried.budget(config.max_minutes, config.max_steps)
-            config = replace(config, max_minutes=minutes, max_steps=steps)
-            log.info("going on from run %s (%d steps, %.0fs trained on the same data)", carried.run_id,
-                     carried.steps, carried.seconds)
-        elif self.carrying:
-            log.info("the data differ from those the last run trained on: training starts from the base")
+        config, carried, warm = self._start_from(config)
         log.info("training in %s: %s", self.precision.precision, self.precision.reason)
 
         def step(state) -> None:
@@ -385,6 +374,9 @@ class _Run:
             result.precision = self.precision.as_json()
         self.report.training = result.as_json()
         self.report.training["carried"] = carried.as_json() if carried else {}
+        self.report.training["warm"] = warm.as_json() if warm and result.warm_started else {}
+        if warm and not result.warm_started:
+            log.warning("run %s's adapter could not be read: this run trained from the base", warm.run_id)
         if result.resumed:
             log.info("went on from the state a stopped run saved: step %d, %.0fs trained",
                      result.resumed["steps"], result.resumed["seconds"])
@@ -471,6 +463,57 @@ class _Run:
         shutil.rmtree(self.run_dir / "adapter", ignore_errors=True)  # exported; 30+ MB
         self._carry_or_forget()
 
+    def _start_from(self, config):
+        """Where training starts: the kept state on the same data (go on), its adapter on changed data
+        (a warm start), or the base; returns the config to train with, and the carried or warm state."""
+        s = self.settings
+        self.warm_key = warm_key(config, self.base.sha256, self.trainer.name)
+        folder = train_dir(self.project)
+        carried = warm = None
+        # a kept state's trajectory: its seed and the adapter it started from are part of its key
+        self.lineage = carry.lineage(folder) if s.train_carry_on else carry.Lineage()
+        same = replace(config, seed=config.seed + self.lineage.generation)
+        self.resume_key = resume_key(same, self.base.sha256, self.trainer.name,
+                                     self._data_key(self.lineage.warm_from))
+        if s.train_carry_on:
+            carried = carry.take(folder, self.resume_key, self._resume_file())
+        else:
+            carry.drop(folder)
+        if carried:  # the same data as a promoted run whose budget ended first: go on from it
+            minutes, steps = carried.budget(config.max_minutes, config.max_steps)
+            config = replace(same, max_minutes=minutes, max_steps=steps)
+            log.info("going on from run %s (%d steps, %.0fs trained on the same data)", carried.run_id,
+                     carried.steps, carried.seconds)
+        elif s.train_carry_on and s.train_warm_start:
+            warm = self._warm_start(carry.warm(folder))
+        if warm:  # another seed: not the samples the last run began with, first again
+            self.lineage = carry.Lineage(warm.generation + 1, warm.tokens, warm.run_id)
+            config = replace(config, seed=config.seed + self.lineage.generation, warm_file=str(warm.state))
+        elif not carried:
+            self.lineage = carry.Lineage()
+        if not carried:
+            self.resume_key = resume_key(config, self.base.sha256, self.trainer.name,
+                                         self._data_key(self.lineage.warm_from))
+        config = replace(config, resume_file=str(self._resume_file()), resume_key=self.resume_key)
+        return config, carried, warm
+
+    def _warm_start(self, warm: carry.Warm | None) -> carry.Warm | None:
+        """`warm` if this run may start from its adapter (`carry.why_not`), logging why not."""
+        if warm is None:
+            return None
+        from codelearn.corpus.history import is_ancestor
+
+        options, split = self._split()
+        recipe = split.recipe(options.seed, options.random_share)
+        why = carry.why_not(warm, self.warm_key, recipe,
+                            lambda old, new: is_ancestor(self.project.root, old, new))
+        if why:
+            log.info("training starts from the base, not from run %s's adapter: %s", warm.run_id, why)
+            return None
+        log.info("starting from run %s's adapter (the data changed since; %d tokens trained before)",
+                 warm.run_id, warm.tokens)
+        return warm
+
     def _carry_or_forget(self) -> None:
         """Decided: a promoted run the budget ended keeps its state for the next run on the same
         data (`train_carry_on`); otherwise nothing is left to resume."""
@@ -478,7 +521,11 @@ class _Run:
         training = self.report.training
         if (self.gate.promote and self.settings.train_carry_on and training.get("stopped") in carry.CARRIED_STOPS
                 and resume.is_file()):
-            carry.keep(folder, resume, self.resume_key, self.report.run_id, training)
+            options, split = self._split()
+            recipe = split.recipe(options.seed, options.random_share)
+            lineage = {"shape": self.warm_key, **self.lineage.as_json(),
+                       "split": {k: recipe[k] for k in ("cut", "seed", "random_share")}}
+            carry.keep(folder, resume, self.resume_key, self.report.run_id, training, lineage)
             self.report.message += " Training goes on from here at the next run while nothing changes."
             return
         carry.drop(folder)
@@ -486,6 +533,17 @@ class _Run:
 
     def _resume_file(self) -> Path:
         return train_dir(self.project) / "resume.pt"
+
+    def _data_key(self, warm_from: str) -> str:
+        """The data a trajectory trains on, and the adapter it started from (none: the base)."""
+        return f"{self.data_fingerprint}:{warm_from}" if warm_from else self.data_fingerprint
+
+
+def warm_key(config, base_sha: str, backend: str) -> str:
+    """What an adapter must have been trained with for another run to start from it: the base,
+    the trainer and the LoRA shape."""
+    fields = (config.rank, config.alpha, base_sha, backend)
+    return hashlib.sha256(repr(fields).encode()).hexdigest()[:20]
 
 
 def resume_key(config, base_sha: str, backend: str, data: str) -> str:

@@ -62,6 +62,7 @@ class TrainConfig:
     snapshots: bool = False  # each checkpoint also keeps the adapter in out_dir/checkpoints (a learning curve)
     resume_file: str = ""  # each checkpoint replaces the state here; a run with the same key goes on from it
     resume_key: str = ""  # what must match to resume: data, base and settings
+    warm_file: str = ""  # a fresh run starts its adapter from this state's weights (carry.py)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class TrainResult:
     precision: dict = field(default_factory=dict)  # the precision choice and why
     checkpoints: list[dict] = field(default_factory=list)  # adapter snapshots saved on the way
     resumed: dict = field(default_factory=dict)  # where a killed run's state took over (steps, seconds, tokens)
+    warm_started: bool = False  # the adapter started from `warm_file`'s weights, not from zero
     losses: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict:

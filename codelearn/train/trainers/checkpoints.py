@@ -47,6 +47,25 @@ def load_resume(torch, path: Path, key: str) -> dict | None:
     return state if isinstance(state, dict) and state.get("key") == key else None
 
 
+def load_weights(torch, path: Path, model) -> bool:
+    """Start `model`'s adapter from the trainable weights a state file holds (another run's, on other
+    data: its optimiser, schedule and progress are not taken). False, and nothing changed, when the
+    file is unreadable or its weights do not fit this model."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = state["params"]
+    except Exception:  # noqa: BLE001 - a torn or foreign file is simply not started from
+        return False
+    params = dict(model.named_parameters())
+    if set(saved) != {n for n, p in params.items() if p.requires_grad} or any(
+            tuple(v.shape) != tuple(params[n].shape) for n, v in saved.items()):
+        return False
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+    return True
+
+
 def restore(torch, state: dict, model, optimiser, result: TrainResult) -> None:
     """Put a saved state back: trainable weights, optimiser moments, counters and losses."""
     params = dict(model.named_parameters())

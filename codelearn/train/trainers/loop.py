@@ -21,7 +21,8 @@ from pathlib import Path
 
 from codelearn.corpus.formats import Encoded
 from codelearn.train.trainers.base import LoopState, StepProgress, TrainConfig, TrainResult
-from codelearn.train.trainers.checkpoints import load_resume, restore, save_resume, save_snapshot
+from codelearn.train.trainers.checkpoints import (load_resume, load_weights, restore, save_resume,
+                                                   save_snapshot)
 
 
 MAX_PASSES = 3  # a small repo may be seen up to three times; more mostly memorises
@@ -197,6 +198,8 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     saved = load_resume(torch, resume, config.resume_key) if resume else None
     if saved is not None:
         restore(torch, saved, model, optimiser, result)
+    elif config.warm_file:
+        result.warm_started = load_weights(torch, Path(config.warm_file), model)
     clock = _Clock(config, total, planned, result, progress)
     model.train()
     result.stopped = "data"
