@@ -74,13 +74,13 @@ def pending(folder: Path) -> bool:
     return _paths(folder)[1].is_file()
 
 
-def keep(folder: Path, resume: Path, key: str, run_id: str, progress: dict, lineage: dict | None = None) -> None:
+def keep(folder: Path, resume: Path, key: str, run_id: str, progress: dict, lineage: dict) -> None:
     """Keep the state a promoted run saved at its end (`resume`) for the next run with data `key`
     (`lineage`: what a warm start on other data must match, see `Warm`)."""
     state, meta = _paths(folder)
     os.replace(resume, state)
     write_json(meta, {"key": key, "run_id": run_id, "steps": progress["steps"],
-                      "seconds": progress["seconds"], "tokens": progress["tokens"], **(lineage or {})}, indent=None)
+                      "seconds": progress["seconds"], "tokens": progress["tokens"], **lineage}, indent=None)
 
 
 def drop(folder: Path) -> None:
@@ -155,9 +155,10 @@ def warm(folder: Path) -> Warm | None:
     data, state = _meta(folder), _paths(folder)[0]
     if not data or not state.is_file() or "shape" not in data:
         return None
+    kept = lineage(folder)
     try:
         return Warm(str(data["run_id"]), state, str(data["shape"]), dict(data.get("split") or {}),
-                    int(data.get("generation", 0)), int(data.get("before_tokens", 0)) + int(data["tokens"]))
+                    kept.generation, kept.before_tokens + int(data["tokens"]))
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -470,31 +470,26 @@ class _Run:
         self.warm_key = warm_key(config, self.base.sha256, self.trainer.name)
         folder = train_dir(self.project)
         carried = warm = None
-        # a kept state's trajectory: its seed and the adapter it started from are part of its key
         self.lineage = carry.lineage(folder) if s.train_carry_on else carry.Lineage()
-        same = replace(config, seed=config.seed + self.lineage.generation)
-        self.resume_key = resume_key(same, self.base.sha256, self.trainer.name,
-                                     self._data_key(self.lineage.warm_from))
+        self.resume_key = self._trajectory_key(config)
         if s.train_carry_on:
             carried = carry.take(folder, self.resume_key, self._resume_file())
         else:
             carry.drop(folder)
         if carried:  # the same data as a promoted run whose budget ended first: go on from it
             minutes, steps = carried.budget(config.max_minutes, config.max_steps)
-            config = replace(same, max_minutes=minutes, max_steps=steps)
+            config = replace(config, max_minutes=minutes, max_steps=steps)
             log.info("going on from run %s (%d steps, %.0fs trained on the same data)", carried.run_id,
                      carried.steps, carried.seconds)
-        elif s.train_carry_on and s.train_warm_start:
-            warm = self._warm_start(carry.warm(folder))
-        if warm:  # another seed: not the samples the last run began with, first again
-            self.lineage = carry.Lineage(warm.generation + 1, warm.tokens, warm.run_id)
-            config = replace(config, seed=config.seed + self.lineage.generation, warm_file=str(warm.state))
-        elif not carried:
-            self.lineage = carry.Lineage()
-        if not carried:
-            self.resume_key = resume_key(config, self.base.sha256, self.trainer.name,
-                                         self._data_key(self.lineage.warm_from))
-        config = replace(config, resume_file=str(self._resume_file()), resume_key=self.resume_key)
+        else:
+            if s.train_carry_on and s.train_warm_start:
+                warm = self._warm_start(carry.warm(folder))
+            self.lineage = carry.Lineage(warm.generation + 1, warm.tokens, warm.run_id) if warm else carry.Lineage()
+            self.resume_key = self._trajectory_key(config)
+            config = replace(config, warm_file=str(warm.state) if warm else "")
+        # another seed for each data version: not the samples the last run began with, first again
+        config = replace(config, seed=config.seed + self.lineage.generation, resume_file=str(self._resume_file()),
+                         resume_key=self.resume_key)
         return config, carried, warm
 
     def _warm_start(self, warm: carry.Warm | None) -> carry.Warm | None:
@@ -503,9 +498,7 @@ class _Run:
             return None
         from codelearn.corpus.history import is_ancestor
 
-        options, split = self._split()
-        recipe = split.recipe(options.seed, options.random_share)
-        why = carry.why_not(warm, self.warm_key, recipe,
+        why = carry.why_not(warm, self.warm_key, self.report.dataset["recipe"],
                             lambda old, new: is_ancestor(self.project.root, old, new))
         if why:
             log.info("training starts from the base, not from run %s's adapter: %s", warm.run_id, why)
@@ -521,8 +514,7 @@ class _Run:
         training = self.report.training
         if (self.gate.promote and self.settings.train_carry_on and training.get("stopped") in carry.CARRIED_STOPS
                 and resume.is_file()):
-            options, split = self._split()
-            recipe = split.recipe(options.seed, options.random_share)
+            recipe = self.report.dataset["recipe"]
             lineage = {"shape": self.warm_key, **self.lineage.as_json(),
                        "split": {k: recipe[k] for k in ("cut", "seed", "random_share")}}
             carry.keep(folder, resume, self.resume_key, self.report.run_id, training, lineage)
@@ -534,9 +526,13 @@ class _Run:
     def _resume_file(self) -> Path:
         return train_dir(self.project) / "resume.pt"
 
-    def _data_key(self, warm_from: str) -> str:
-        """The data a trajectory trains on, and the adapter it started from (none: the base)."""
-        return f"{self.data_fingerprint}:{warm_from}" if warm_from else self.data_fingerprint
+    def _trajectory_key(self, config) -> str:
+        """The resume key of `self.lineage`'s trajectory: its seed moves on with each data version,
+        and the adapter it started from (if not the base) is part of its data."""
+        warm_from = self.lineage.warm_from
+        return resume_key(replace(config, seed=config.seed + self.lineage.generation), self.base.sha256,
+                          self.trainer.name, f"{self.data_fingerprint}:{warm_from}" if warm_from else
+                          self.data_fingerprint)
 
 
 def warm_key(config, base_sha: str, backend: str) -> str:
