@@ -17,6 +17,8 @@ A lever against a baseline, in one work folder (the clone, index and base scores
         --context-share 1.0
     python benchmarks/learning.py --repo . --minutes 24 --steps 200 --targets 12 --work W --tag views- \
         --mix fim=0.4,context=0.6,instruct=0.6     # more views per unit, fewer passes
+    python benchmarks/learning.py --repo . --steps 60 --decay-over-passes --targets 8 --work W --tag srch- \
+        --mix context=1.0,search=1.0               # context samples shaped like what ask serves
     python benchmarks/learning.py --repo . --steps 195 --decay-over-passes --lr 4e-4 --work W --tag lr4-
         # the same samples as a 195-step run the clock ended, at another peak rate
 
@@ -101,7 +103,10 @@ def main() -> None:
                         help="share of training units that also get a context sample (the RAFT lever; "
                              "default: the product's mix)")
     parser.add_argument("--mix", default="", help="views per training unit, e.g. fim=0.4,context=0.6,"
-                        "instruct=0.6 (more kinds of samples against more passes over the same ones)")
+                        "instruct=0.6 (more kinds of samples against more passes over the same ones); "
+                        "search=1.0: that share of the context samples shows what ask's search finds "
+                        "for a question about the unit, among trained code, instead of similar and "
+                        "random chunks (the served condition's shape)")
     parser.add_argument("--checkpoint-minutes", type=float, default=0.0,
                         help="also save the adapter this often and score each one with the first export "
                              "kind: the learning curve of one run")

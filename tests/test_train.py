@@ -339,6 +339,44 @@ def test_replay_share_and_the_contrastive_mix_come_out_as_configured(repo):
         assert trained.strip() and untrained.strip()
 
 
+def test_search_shaped_context_samples_show_what_ask_finds_among_trained_code_only(repo):
+    from codelearn.corpus.samples import Mix
+    from codelearn.corpus.units import Unit
+    from codelearn.evaluate.served import SearchNeighbours
+    from codelearn.train.dataset import _TrainingSearch
+
+    same = dict(file_cap=1.0, replay_share=0.0)  # longer contexts move neither cap nor replay size
+    plain, _ = _dataset(repo, mix=Mix(context_share=1.0), **same)
+    searched, vocab = _dataset(repo, mix=Mix(context_share=1.0, search_share=1.0), **same)
+    # only the context samples' neighbours change: every other sample, and the order, stay
+    assert [(s.kind, s.origin) for s in plain.samples] == [(s.kind, s.origin) for s in searched.samples]
+    assert all(a == b for a, b in zip(plain.samples, searched.samples) if a.kind != "context")
+    details = [s.detail for s in searched.samples if s.kind == "context"]
+    assert all(d.startswith("search=") for d in details)
+    assert sum(int(d.split()[0].split("=")[1]) > 0 for d in details) > len(details) // 2
+    texts = _texts(searched)
+    assert not any("frobnicate" in text for text in texts)
+    # a question the held-out code answers best: search shows it, the training search never
+    project = open_project(repo)
+    asked = Unit(0, "repo", "lib/new.py", "python", "function", "turn", 1, 4,
+                 'def turn(widget):\n    """Turn the widget\'s knob and report where the knob stopped."""\n'
+                 '    return widget.knob\n', "", False, None)
+    search = _TrainingSearch(project, vocab, searched.split, 512)
+    try:
+        shown = search(asked)
+        served = SearchNeighbours(project, vocab)
+        try:
+            unfiltered = served(asked, 400)
+        finally:
+            served.close()
+    finally:
+        search.close()
+    assert any(u.path == "lib/widgets.py" for u in unfiltered)  # the filter has something to do
+    trained = {(u.path, u.start_line) for u in searched.split.train}
+    assert shown and all((u.path, u.start_line) in trained for u in shown)
+    assert not any(u.path == "lib/widgets.py" for u in shown)
+
+
 def test_chat_replay_is_sized_by_the_chat_instructions(repo):
     from codelearn.corpus.general import PROMPTS
     from codelearn.llm.llama_backend import LlamaVocab

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 from codelearn.index.doc import called_names, docstring, first_sentence, without_docstring
 from codelearn.corpus.formats import Piece, TextFormat, Vocab, chat_pieces
@@ -50,6 +51,10 @@ class Mix:
     instruct_share: float = 0.3
     neighbours: int = 3
     exact_copy_share: float = 0.1  # context samples that hold the target itself
+    search_share: float = 0.0  # context samples whose neighbours are what `ask`'s search serves
+
+
+Retrieve = Callable[[Unit], list[Unit]]  # a unit -> what search shows for a question about it
 
 
 def code_sample(fmt: TextFormat, repo: str, unit: Unit, kind: str = "code") -> Sample:
@@ -96,8 +101,10 @@ def context_pieces(fmt: TextFormat, repo: str, target: Unit, neighbours: list[Un
 
 
 def context_sample(fmt: TextFormat, repo: str, unit: Unit, finder: Neighbours, mix: Mix,
-                   rng: random.Random) -> Sample:
-    """k neighbours, of which a random number (0..k) are similar and the rest random."""
+                   rng: random.Random, retrieve: Retrieve | None = None, seed: int = 0) -> Sample:
+    """k neighbours, of which a random number (0..k) are similar and the rest random; or, for
+    `mix.search_share` of the units (a draw of their own) when `retrieve` is given, what `ask`'s
+    search serves for a question about the unit: the served condition's shape (RAFT)."""
     k = mix.neighbours
     similar = rng.randint(0, k)
     near, far = finder.similar(unit, similar), finder.random(unit, k - similar)
@@ -105,6 +112,12 @@ def context_sample(fmt: TextFormat, repo: str, unit: Unit, finder: Neighbours, m
     chosen = near + far + ([unit] if copy else [])  # a copy: the answer is in the context
     rng.shuffle(chosen)
     detail = f"similar={len(near)} random={len(far)} copy={int(copy)}"
+    own = random.Random(f"{seed}:search:{unit.key}")  # the main stream stays as without search
+    if retrieve is not None and own.random() < mix.search_share:
+        chosen = retrieve(unit)
+        if copy:
+            chosen.insert(own.randint(0, len(chosen)), unit)
+        detail = f"search={len(chosen) - int(copy)} copy={int(copy)}"
     return Sample("context", tuple(context_pieces(fmt, repo, unit, chosen)), unit.key, detail)
 
 
@@ -167,8 +180,9 @@ def definitions(units: list[Unit]) -> dict[str, Unit]:
 
 
 def repo_samples(units: list[Unit], *, vocab: Vocab, fmt: TextFormat, repo: str, finder: Neighbours,
-                 mix: Mix, seed: int) -> list[Sample]:
-    """Every view of the training units (replay is added separately)."""
+                 mix: Mix, seed: int, retrieve: Retrieve | None = None) -> list[Sample]:
+    """Every view of the training units (replay is added separately). `retrieve`: the product's
+    search over these units only, for the context samples `mix.search_share` asks for."""
     rng = random.Random(seed)
     defined = definitions(units)
     samples = [code_sample(fmt, repo, unit) for unit in units]
@@ -177,7 +191,7 @@ def repo_samples(units: list[Unit], *, vocab: Vocab, fmt: TextFormat, repo: str,
         if rng.random() < mix.fim_share and (fim := fim_sample(fmt, unit, rng)):
             samples.append(fim)
         if rng.random() < mix.context_share and len(finder.pool) > 1:
-            samples.append(context_sample(fmt, repo, unit, finder, mix, rng))
+            samples.append(context_sample(fmt, repo, unit, finder, mix, rng, retrieve, seed))
         if rng.random() < mix.instruct_share:
             samples += instruct_samples(vocab, unit, defined, rng)
     return samples

@@ -34,17 +34,26 @@ def _overlaps(hit, unit: Unit) -> bool:
 
 
 class SearchNeighbours:
-    """`retrieve(unit, budget)`: the packed search results for a question about `unit`."""
+    """`retrieve(unit, budget)`: the packed search results for a question about `unit`.
+    `only`: the unit keys a hit may be (training samples search the code trained on, never
+    held-out code); the search then looks further down its ranking to find k of them."""
 
-    def __init__(self, project: Project, vocab: Vocab, k: int | None = None) -> None:
+    def __init__(self, project: Project, vocab: Vocab, k: int | None = None,
+                 only: frozenset[str] | None = None) -> None:
         from codelearn.index.search import Searcher
 
         self.searcher = Searcher(project)
         self.vocab = vocab
         self.k = k or project.settings.ask_k
+        self.only = only
+
+    def _allowed(self, hit) -> bool:
+        return self.only is None or f"{hit.source}:{hit.path}:{hit.start_line}" in self.only
 
     def __call__(self, unit: Unit, budget: int) -> list[Unit]:
-        hits = [h for h in self.searcher.search(question_for(unit), k=self.k + 2) if not _overlaps(h, unit)]
+        depth = self.k + 2 if self.only is None else 3 * (self.k + 2)
+        hits = [h for h in self.searcher.search(question_for(unit), k=depth)
+                if not _overlaps(h, unit) and self._allowed(h)]
         packed = pack(merge_hits(hits[: self.k]), budget,
                       lambda text: len(self.vocab.tokenize(text)) + HEADER_TOKENS)
         return [Unit(0, e.source, e.path, e.language, "excerpt", ", ".join(e.symbols), e.start_line, e.end_line,

@@ -159,6 +159,39 @@ def heldout_keys(project: Project, options: DataOptions, split: Split | None = N
     return frozenset(u.key for u in units if u.key not in trained)
 
 
+class _TrainingSearch:
+    """What `ask`'s search serves for a question about a training unit, from the code trained
+    on only, packed into what the sequence leaves beside the unit itself."""
+
+    def __init__(self, project: Project, vocab: Vocab, split: Split, seq_len: int) -> None:
+        from codelearn.evaluate.served import SearchNeighbours
+
+        self.search = SearchNeighbours(project, vocab, only=frozenset(u.key for u in split.train))
+        self.vocab, self.seq_len = vocab, seq_len
+
+    def __call__(self, unit) -> list:
+        room = self.seq_len - len(self.vocab.tokenize(unit.context + unit.text)) - SEARCH_OVERHEAD_TOKENS
+        return self.search(unit, room) if room >= MIN_SEARCH_TOKENS else []
+
+    def close(self) -> None:
+        self.search.close()
+
+
+SEARCH_OVERHEAD_TOKENS = 32  # the repo and file headers around the unit
+MIN_SEARCH_TOKENS = 64  # less room than this: the unit alone
+
+
+def _repo_samples(project: Project, vocab: Vocab, options: DataOptions, split: Split, fmt: TextFormat,
+                  finder: Neighbours) -> list[Sample]:
+    search = _TrainingSearch(project, vocab, split, options.seq_len) if options.mix.search_share > 0 else None
+    try:
+        return repo_samples(split.train, vocab=vocab, fmt=fmt, repo=project.root.name, finder=finder,
+                            mix=options.mix, seed=options.seed, retrieve=search)
+    finally:
+        if search is not None:
+            search.close()
+
+
 def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
                   answers: dict[str, str] | None = None, split: Split | None = None) -> Dataset:
     """Everything one training run learns from; see the module doc. `split`: the run's own,
@@ -168,8 +201,7 @@ def build_dataset(project: Project, vocab: Vocab, options: DataOptions,
     finder = Neighbours(split.train, vectors, seed=options.seed)
     fmt = TextFormat.for_vocab(vocab)
     repo = project.root.name
-    samples = repo_samples(split.train, vocab=vocab, fmt=fmt, repo=repo, finder=finder, mix=options.mix,
-                           seed=options.seed)
+    samples = _repo_samples(project, vocab, options, split, fmt, finder)
     encoded = [encode(list(s.pieces), vocab, options.seq_len) for s in samples]
     samples, encoded = cap_files(samples, encoded, options.file_cap, options.seed)
     repo_tokens = sum(len(e.ids) for e in encoded)
