@@ -108,7 +108,8 @@ class Settings:
     train_warm_start: bool = _setting(
         True, "With train_carry_on, a run on changed data (a commit since) starts from that kept "
         "state's adapter instead of the base, where the split allows it (same base and LoRA shape, "
-        "a cut at or after the last run's): what earlier nights learned is kept; false = from the base.")
+        "a cut at or after the last run's): what earlier nights learned is kept; so does the run after "
+        "a refused candidate, with other samples; false = from the base.")
     train_search: bool = _setting(
         True, "`codelearn train` first tunes the search model on the repo (as `train --search` does; "
         "needs embedder = default and 40+ documented definitions, else skipped).")

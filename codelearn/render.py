@@ -58,7 +58,10 @@ def _training_line(training: dict) -> str:
     if not last:
         return "no finished run (`codelearn train`)"
     line = f"last run {last['run_id']}: {last['status']}"
-    if carried:
+    if carried and carried.get("refused"):
+        line += (f"; {carried['refused']} candidate(s) refused since run {carried['run_id']}: the next run "
+                 "starts from its adapter with new samples" if carried.get("warm_start") else "")
+    elif carried:
         line += (f"; the next run goes on from run {carried['run_id']} ({carried['steps']} steps, "
                  f"{duration(carried['seconds'])} trained) while nothing changes"
                  + (", and from its adapter after a commit" if carried.get("warm_start") else ""))

@@ -79,8 +79,10 @@ def render_train(report, quiet: bool = False) -> None:
                       f"{carried['seconds']:.0f}s trained on the same data before (train_carry_on)")
         warm = training.get("warm") or {}
         if warm:
-            out.print(f"started from run {warm['run_id']}'s adapter, not the base: the data changed since, and "
-                      f"{warm['tokens']:,} tokens were trained before on earlier data (train_warm_start)")
+            why = (f"{warm['refused']} candidate(s) from it were refused since, so another try with new samples"
+                   if warm.get("refused") else "the data changed since")
+            out.print(f"started from run {warm['run_id']}'s adapter, not the base: {why}; "
+                      f"{warm['tokens']:,} tokens were trained along its lineage (train_warm_start)")
         if training.get("resumed") and training["resumed"]["steps"] != carried.get("steps"):
             done = training["resumed"]
             out.print(f"went on from step {done['steps']}: a run that stopped had trained {done['seconds']:.0f}s "

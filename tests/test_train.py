@@ -181,7 +181,7 @@ def test_a_promoted_run_its_budget_ended_goes_on_at_the_next_nightly_while_nothi
     shown = json.loads(CliRunner().invoke(app, ["status", "--repo", str(repo), "--json"]).stdout)["training"]
     assert shown == {"last_run": {"run_id": first.run_id, "status": "promoted"},
                      "carried": {"run_id": first.run_id, "steps": 12, "seconds": round(first.training["seconds"], 1),
-                                 "tokens": first.training["tokens"], "warm_start": True}}
+                                 "tokens": first.training["tokens"], "warm_start": True, "refused": 0}}
     assert f"goes on from run {first.run_id} (12 steps" in " ".join(
         CliRunner().invoke(app, ["status", "--repo", str(repo)]).stdout.split())
 
@@ -192,13 +192,15 @@ def test_a_promoted_run_its_budget_ended_goes_on_at_the_next_nightly_while_nothi
     assert again.training["resumed"]["steps"] == 12 and again.training["steps"] == 24  # 12 more of its own
     if again.status == "promoted":  # still training left: it goes on again
         assert (folder / "carry.pt").is_file() and json.loads((folder / "carry.json").read_text())["steps"] == 24
-    else:  # refused: the carrying ends, and the next nightly is up to date
-        assert not (folder / "carry.pt").exists() and not (folder / "carry.json").exists()
+    else:  # refused: the serving model's state stays, not to go on along this trajectory again
+        assert (folder / "carry.pt").is_file() and json.loads((folder / "carry.json").read_text())["refused"] == 1
         assert run_training(open_project(repo), RunOptions(nightly=True)).status == "up_to_date"
     assert not (folder / "resume.pt").exists()
 
 
 def test_a_carried_state_goes_only_to_a_run_on_the_same_data(tmp_path):
+    from dataclasses import replace
+
     from codelearn.train import carry
 
     resume = tmp_path / "resume.pt"
@@ -215,8 +217,14 @@ def test_a_carried_state_goes_only_to_a_run_on_the_same_data(tmp_path):
     assert taken == carry.Carried("run-1", 40, 600.0, 9000) and resume.read_bytes() == b"state"
     assert taken.budget(240.0, 0) == (250.0, 0) and taken.budget(0.0, 10) == (0.0, 50)  # 0 stays no limit
     assert carry.pending(tmp_path)  # until the run decides: a killed run's budget still counts the carry
-    assert carry.take(tmp_path, "key-a", resume) == taken  # the killed run's later state stays in place
-    assert carry.warm(tmp_path) is None  # its weights are the run's own now
+    resume.write_bytes(b"later")  # the run trained on, then was killed
+    assert carry.take(tmp_path, "key-a", resume) == taken and resume.read_bytes() == b"later"  # stays in place
+    assert (tmp_path / "carry.pt").read_bytes() == b"state"  # a copy was taken: the kept state is intact
+    carry.refuse(tmp_path)  # that run's candidate was refused
+    assert carry.take(tmp_path, "key-a", resume) is None  # never the refused trajectory again...
+    assert carry.warm(tmp_path) == replace(warm, refused=1)  # ...a new try from the kept adapter instead
+    assert carry.refusals(tmp_path) == 1 and carry.kept_run(tmp_path) == "run-1"
+    assert carry.Lineage(2, 0, "run-1", 1).seed(0) != carry.Lineage(2, 0, "run-1", 0).seed(0)
     carry.drop(tmp_path)
     assert not carry.pending(tmp_path) and carry.lineage(tmp_path) == carry.Lineage()
 
@@ -260,7 +268,8 @@ def test_after_a_commit_the_next_nightly_starts_from_the_kept_adapter_not_the_ba
     second = run_training(open_project(repo), RunOptions(nightly=True))
     assert second.dataset["split"]["cut"]["commit"] != kept["split"]["cut"]
     training = second.training
-    assert training["warm"] == {"run_id": first.run_id, "generation": 0, "tokens": first.training["tokens"]}
+    assert training["warm"] == {"run_id": first.run_id, "generation": 0, "tokens": first.training["tokens"],
+                                "refused": 0}
     assert training["warm_started"] and training["carried"] == {} and not training["resumed"]
     assert training["steps"] == 12  # a budget of its own, a fresh optimiser and schedule
     assert f"starting from run {first.run_id}'s adapter" in (folder / "runs" / second.run_id / "train.log").read_text()
@@ -270,6 +279,44 @@ def test_after_a_commit_the_next_nightly_starts_from_the_kept_adapter_not_the_ba
     third = run_training(open_project(repo), RunOptions(nightly=True))  # nothing changed: goes on, not warm
     assert third.training["carried"]["run_id"] == second.run_id and third.training["warm"] == {}
     assert third.training["resumed"]["steps"] == 12
+
+
+def test_a_refused_candidate_leaves_the_serving_models_state_for_a_new_try_and_a_rollback_drops_it(
+        repo, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("CODELEARN_TRAIN_STEPS", "12")
+    folder = repo / ".codelearn" / "train"
+    first = run_training(open_project(repo), RunOptions(nightly=True))
+    assert first.status == "promoted", first.message
+    kept = hashlib.sha256((folder / "carry.pt").read_bytes()).hexdigest()
+    monkeypatch.setenv("CODELEARN_GATE_MIN_GAIN", "0.99")  # no candidate can pass now (a settings change)
+    second = run_training(open_project(repo), RunOptions(nightly=True))  # the same data: goes on from it
+    assert second.status == "rejected" and second.training["carried"]["run_id"] == first.run_id
+    assert hashlib.sha256((folder / "carry.pt").read_bytes()).hexdigest() == kept  # still the serving model's
+    assert json.loads((folder / "carry.json").read_text())["refused"] == 1 and not (folder / "resume.pt").exists()
+    shown = json.loads(CliRunner().invoke(app, ["status", "--repo", str(repo), "--json"]).stdout)["training"]
+    assert shown["carried"]["run_id"] == first.run_id and shown["carried"]["refused"] == 1
+    assert f"1 candidate(s) refused since run {first.run_id}" in " ".join(
+        CliRunner().invoke(app, ["status", "--repo", str(repo)]).stdout.split())
+
+    monkeypatch.setenv("CODELEARN_GATE_MIN_GAIN", "0.98")
+    third = run_training(open_project(repo), RunOptions(nightly=True))  # not along the refused trajectory
+    training = third.training
+    assert training["carried"] == {} and not training["resumed"] and training["warm_started"]
+    assert training["warm"] == {"run_id": first.run_id, "generation": 0, "tokens": first.training["tokens"],
+                                "refused": 1}
+    assert training["steps"] == 12 and training["losses"] != second.training["losses"][12:]  # another seed
+    assert "try 2: 1 refused" in (folder / "runs" / third.run_id / "train.log").read_text()
+    assert third.status == "rejected" and json.loads((folder / "carry.json").read_text())["refused"] == 2
+
+    result = CliRunner().invoke(app, ["models", "rollback", "-C", str(repo)])  # the base serves again
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("CODELEARN_GATE_MIN_GAIN", "0.01")
+    fourth = run_training(open_project(repo), RunOptions(nightly=True))
+    assert fourth.training["warm"] == {} and not fourth.training["warm_started"]
+    assert fourth.training["carried"] == {}
+    assert "is not the promoted model now" in (folder / "runs" / fourth.run_id / "train.log").read_text()
 
 
 def test_dry_run_prints_the_mix_without_importing_torch(repo):

@@ -13,14 +13,18 @@ of the base (`train_warm_start`): a fresh optimiser, schedule and sample order (
 does not begin with the samples the last run began with), on the new data. Only where the split
 allows it: the same base, trainer and LoRA shape, the same random hold-out, and a temporal cut at
 or after the last run's, so that nothing now held out was trained on. Otherwise it starts from the
-base. The gate judges each night's candidate against the serving model as always, and a refusal
-ends the carrying.
+base. The gate judges each night's candidate against the serving model as always. A refused
+candidate leaves the kept state to the serving model it belongs to: the next run does not go on
+along the refused trajectory (it would train the same steps again) but starts from that state's
+adapter with another seed (`refused` counts the tries). A state whose run is no longer the
+repo's promoted model (rolled back, or another promoted by hand) is dropped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -60,9 +64,11 @@ class Warm:
     split: dict = field(default_factory=dict)  # cut, seed and random_share of its split
     generation: int = 0  # data versions this lineage trained on before that run's
     tokens: int = 0  # tokens the whole lineage trained, that run's included
+    refused: int = 0  # candidates refused since that run was promoted (each try gets its own seed)
 
     def as_json(self) -> dict:
-        return {"run_id": self.run_id, "generation": self.generation, "tokens": self.tokens}
+        return {"run_id": self.run_id, "generation": self.generation, "tokens": self.tokens,
+                "refused": self.refused}
 
 
 def _paths(folder: Path) -> tuple[Path, Path]:
@@ -70,8 +76,8 @@ def _paths(folder: Path) -> tuple[Path, Path]:
 
 
 def pending(folder: Path) -> bool:
-    """A decided run left training to go on with."""
-    return _paths(folder)[1].is_file()
+    """A decided run left training to go on with (none after a refusal: that trajectory is done)."""
+    return _paths(folder)[1].is_file() and refusals(folder) == 0
 
 
 def keep(folder: Path, resume: Path, key: str, run_id: str, progress: dict, lineage: dict) -> None:
@@ -86,6 +92,31 @@ def keep(folder: Path, resume: Path, key: str, run_id: str, progress: dict, line
 def drop(folder: Path) -> None:
     for path in _paths(folder):
         path.unlink(missing_ok=True)
+
+
+def refuse(folder: Path) -> None:
+    """A candidate was refused: the kept state stays the serving model's, and the next run starts
+    from its adapter on a new trajectory instead of going on along this one."""
+    data = _meta(folder)
+    if data is None:
+        return
+    data["refused"] = int(data.get("refused", 0)) + 1
+    data.pop("taken", None)
+    write_json(_paths(folder)[1], data, indent=None)
+
+
+def kept_run(folder: Path) -> str | None:
+    """The run whose state is kept (None: none)."""
+    data = _meta(folder)
+    return str(data["run_id"]) if data and "run_id" in data else None
+
+
+def refusals(folder: Path) -> int:
+    """Candidates refused since the kept state's run was promoted."""
+    try:
+        return int((_meta(folder) or {}).get("refused", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _meta(folder: Path) -> dict | None:
@@ -112,18 +143,22 @@ def waiting(folder: Path) -> Carried | None:
 
 
 def take(folder: Path, key: str, resume: Path) -> Carried | None:
-    """What earlier runs trained, if they trained on data `key`: their state is put where the loop
-    resumes from (unless a killed run of this trajectory left a later one there). A state kept for
-    other data stays, for `warm`; an unreadable one is removed."""
-    state = _paths(folder)[0]
-    read = _read(folder)
+    """What earlier runs trained, if they trained on data `key` and no candidate was refused since:
+    a copy of their state is put where the loop resumes from (once: a killed run's later state
+    there stays), the kept one staying for a refusal. A state kept for other data stays, for
+    `warm`; an unreadable one is removed."""
+    state, meta = _paths(folder)
+    read, data = _read(folder), _meta(folder) or {}
     if read is None or not (state.is_file() or resume.is_file()):
         drop(folder)
         return None
-    if read[0] != key:
+    if read[0] != key or data.get("refused"):
         return None
-    if state.is_file():
-        os.replace(state, resume)
+    if state.is_file() and not data.get("taken"):
+        partial = resume.with_name(resume.name + ".part")
+        shutil.copyfile(state, partial)
+        os.replace(partial, resume)
+        write_json(meta, {**data, "taken": True}, indent=None)
     return read[1]
 
 
@@ -134,9 +169,18 @@ class Lineage:
     generation: int = 0  # data versions trained on before this one (its seed is offset by it)
     before_tokens: int = 0  # tokens trained on those earlier versions
     warm_from: str = ""  # the run whose adapter it started from ("": the base)
+    attempt: int = 0  # candidates refused from that start before this try
+
+    def seed(self, seed: int) -> int:
+        """The training seed of this trajectory: another for each data version and each try."""
+        return seed + self.generation + TRY_SEED_STRIDE * self.attempt
 
     def as_json(self) -> dict:
-        return {"generation": self.generation, "before_tokens": self.before_tokens, "warm_from": self.warm_from}
+        return {"generation": self.generation, "before_tokens": self.before_tokens, "warm_from": self.warm_from,
+                "attempt": self.attempt}
+
+
+TRY_SEED_STRIDE = 1009  # tries from one start never share a seed with another generation's
 
 
 def lineage(folder: Path) -> Lineage:
@@ -144,7 +188,7 @@ def lineage(folder: Path) -> Lineage:
     data = _meta(folder) or {}
     try:
         return Lineage(int(data.get("generation", 0)), int(data.get("before_tokens", 0)),
-                       str(data.get("warm_from", "")))
+                       str(data.get("warm_from", "")), int(data.get("attempt", 0)))
     except (TypeError, ValueError):
         return Lineage()
 
@@ -158,7 +202,7 @@ def warm(folder: Path) -> Warm | None:
     kept = lineage(folder)
     try:
         return Warm(str(data["run_id"]), state, str(data["shape"]), dict(data.get("split") or {}),
-                    kept.generation, kept.before_tokens + int(data["tokens"]))
+                    kept.generation, kept.before_tokens + int(data["tokens"]), int(data.get("refused", 0)))
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -122,7 +122,8 @@ def training_status(project: Project) -> dict:
     folder = train_dir(project)
     last = last_finished(project)
     waiting = carry.waiting(folder) if project.settings.train_carry_on else None
-    carried = {**waiting.as_json(), "warm_start": project.settings.train_warm_start} if waiting else None
+    carried = ({**waiting.as_json(), "warm_start": project.settings.train_warm_start,
+                "refused": carry.refusals(folder)} if waiting else None)
     return {"last_run": {"run_id": last.get("run_id"), "status": last.get("status")} if last else None,
             "carried": carried}
 
@@ -470,6 +471,7 @@ class _Run:
         self.warm_key = warm_key(config, self.base.sha256, self.trainer.name)
         folder = train_dir(self.project)
         carried = warm = None
+        self._drop_if_not_promoted(folder)
         self.lineage = carry.lineage(folder) if s.train_carry_on else carry.Lineage()
         self.resume_key = self._trajectory_key(config)
         if s.train_carry_on:
@@ -484,13 +486,27 @@ class _Run:
         else:
             if s.train_carry_on and s.train_warm_start:
                 warm = self._warm_start(carry.warm(folder))
-            self.lineage = carry.Lineage(warm.generation + 1, warm.tokens, warm.run_id) if warm else carry.Lineage()
+            self.lineage = (carry.Lineage(warm.generation + 1, warm.tokens, warm.run_id, warm.refused) if warm
+                            else carry.Lineage())
             self.resume_key = self._trajectory_key(config)
             config = replace(config, warm_file=str(warm.state) if warm else "")
-        # another seed for each data version: not the samples the last run began with, first again
-        config = replace(config, seed=config.seed + self.lineage.generation, resume_file=str(self._resume_file()),
+        # another seed for each data version and each try: not the samples the last run began with
+        config = replace(config, seed=self.lineage.seed(config.seed), resume_file=str(self._resume_file()),
                          resume_key=self.resume_key)
         return config, carried, warm
+
+    def _drop_if_not_promoted(self, folder: Path) -> None:
+        """A kept state whose run is no longer the repo's promoted model (rolled back, or another
+        chosen by hand) is no start for the next model: dropped."""
+        kept = carry.kept_run(folder)
+        if kept is None:
+            return
+        name = self.registry.serving(self.project.key)
+        entry = self.registry.get(name) if name else None
+        if entry is None or entry.metrics.get("run_id") != kept:
+            log.info("training starts from the base: run %s, whose state was kept, is not the promoted "
+                     "model now (%s)", kept, name or "none")
+            carry.drop(folder)
 
     def _warm_start(self, warm: carry.Warm | None) -> carry.Warm | None:
         """`warm` if this run may start from its adapter (`carry.why_not`), logging why not."""
@@ -503,8 +519,9 @@ class _Run:
         if why:
             log.info("training starts from the base, not from run %s's adapter: %s", warm.run_id, why)
             return None
-        log.info("starting from run %s's adapter (the data changed since; %d tokens trained before)",
-                 warm.run_id, warm.tokens)
+        log.info("starting from run %s's adapter (%s; %d tokens trained before)", warm.run_id,
+                 f"try {warm.refused + 1}: {warm.refused} refused" if warm.refused else "the data changed since",
+                 warm.tokens)
         return warm
 
     def _carry_or_forget(self) -> None:
@@ -520,7 +537,10 @@ class _Run:
             carry.keep(folder, resume, self.resume_key, self.report.run_id, training, lineage)
             self.report.message += " Training goes on from here at the next run while nothing changes."
             return
-        carry.drop(folder)
+        if self.gate.promote:
+            carry.drop(folder)  # the new model's own state is not kept (its data ended, or carrying is off)
+        else:
+            carry.refuse(folder)  # the serving model's state stays, for a new try from its adapter
         resume.unlink(missing_ok=True)
 
     def _resume_file(self) -> Path:
@@ -530,7 +550,7 @@ class _Run:
         """The resume key of `self.lineage`'s trajectory: its seed moves on with each data version,
         and the adapter it started from (if not the base) is part of its data."""
         warm_from = self.lineage.warm_from
-        return resume_key(replace(config, seed=config.seed + self.lineage.generation), self.base.sha256,
+        return resume_key(replace(config, seed=self.lineage.seed(config.seed)), self.base.sha256,
                           self.trainer.name, f"{self.data_fingerprint}:{warm_from}" if warm_from else
                           self.data_fingerprint)
 
