@@ -275,19 +275,22 @@ def test_a_run_that_ended_keeps_its_state_and_goes_on_only_with_more_budget(tiny
     state = tmp_path / "resume.pt"
     config = TrainConfig(max_minutes=60, grad_accum=2, lr=1e-2, warmup_steps=1, checkpoint_minutes=60,
                          resume_file=str(state), resume_key="data+settings")  # no checkpoint comes due
-    with monkeypatch.context() as clock:  # the budget ends after four sequences (two steps)
-        clock.setattr(loop._Clock, "out_of_time", lambda self: self.result.sequences >= 4)
+    with monkeypatch.context() as clock:  # the budget ends after three sequences (inside step two)
+        clock.setattr(loop._Clock, "out_of_time", lambda self: self.result.sequences >= 3)
         ended = PeftTrainer().train(tiny_hf, data, config, tmp_path / "ended")
         assert ended.stopped == "time" and ended.steps == 2 and state.is_file()  # saved at the end
+        assert ended.partial_step == 1
         # the same budget again (a crash in export, then the next night): nothing is trained twice
         again = PeftTrainer().train(tiny_hf, data, config, tmp_path / "again")
     assert again.resumed["steps"] == ended.steps and again.steps == ended.steps and again.stopped == "time"
+    assert again.partial_step == 1  # what the report says of that run's last step is kept too
     a = load_file(str(tmp_path / "ended" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "again" / "adapter_model.safetensors"))
     assert all(float((a[k] - b[k]).abs().max()) == 0 for k in a)
     # the real clock: the hour is not spent, so it goes on from where it ended
     more = PeftTrainer().train(tiny_hf, data, config, tmp_path / "more")
     assert more.resumed["steps"] == ended.steps and more.steps == 18 and more.stopped == "data"  # 3 passes
+    assert more.partial_step == 0  # its own last step was whole
 
 
 def test_packed_samples_train_the_same_model_in_fewer_sequences(tiny_hf, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ def save_snapshot(model, out_dir: Path, result: TrainResult, loss: float | None)
 def save_resume(torch, path: Path, key: str, model, optimiser, result: TrainResult) -> None:
     """Everything the loop needs to go on from here, replacing the previous state in one rename."""
     state = {"key": key, "progress": {k: getattr(result, k) for k in PROGRESS_FIELDS},
+             "partial_step": result.partial_step,
              "losses": list(result.losses),
              "params": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
              "optimiser": optimiser.state_dict()}

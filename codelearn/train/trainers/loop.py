@@ -206,6 +206,7 @@ def run_loop(model, data: list[Encoded], config: TrainConfig, out_dir: Path, *, 
     start = result.steps * config.grad_accum
     if saved is not None and clock.out_of_time():  # saved at its budget's end: nothing left to train
         start, result.stopped = planned, "time"
+        result.partial_step = int(saved.get("partial_step", 0))  # that run's last step, as it was
     for cursor in range(start, planned, config.grad_accum):
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(result.steps, config.warmup_steps, config.decay_steps or total)
