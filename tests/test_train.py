@@ -220,6 +220,8 @@ def test_a_carried_state_goes_only_to_a_run_on_the_same_data(tmp_path):
     resume.write_bytes(b"later")  # the run trained on, then was killed
     assert carry.take(tmp_path, "key-a", resume) == taken and resume.read_bytes() == b"later"  # stays in place
     assert (tmp_path / "carry.pt").read_bytes() == b"state"  # a copy was taken: the kept state is intact
+    resume.unlink()  # the copy was lost: taken again
+    assert carry.take(tmp_path, "key-a", resume) == taken and resume.read_bytes() == b"state"
     carry.refuse(tmp_path)  # that run's candidate was refused
     assert carry.take(tmp_path, "key-a", resume) is None  # never the refused trajectory again...
     assert carry.warm(tmp_path) == replace(warm, refused=1)  # ...a new try from the kept adapter instead

@@ -154,7 +154,7 @@ def take(folder: Path, key: str, resume: Path) -> Carried | None:
         return None
     if read[0] != key or data.get("refused"):
         return None
-    if state.is_file() and not data.get("taken"):
+    if state.is_file() and not (data.get("taken") and resume.is_file()):
         partial = resume.with_name(resume.name + ".part")
         shutil.copyfile(state, partial)
         os.replace(partial, resume)
