@@ -22,6 +22,11 @@ MIN_CHARS = 24
 MAX_MEAN_LINE = 200  # characters; minified code has very long lines
 
 
+def unit_key(source: str, path: str, start_line: int) -> str:
+    """The key of the unit (or index chunk, or search hit) that starts at this line of this file."""
+    return f"{source}:{path}:{start_line}"
+
+
 @dataclass(frozen=True)
 class Unit:
     """One chunk of code with its place: the atom of every sample and probe."""
@@ -46,7 +51,7 @@ class Unit:
     @property
     def key(self) -> str:
         """Stable across index runs (row ids are not)."""
-        return f"{self.source}:{self.path}:{self.start_line}"
+        return unit_key(self.source, self.path, self.start_line)
 
     @property
     def lines(self) -> range:

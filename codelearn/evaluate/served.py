@@ -13,7 +13,7 @@ from __future__ import annotations
 from codelearn.ask.context import merge_hits, pack
 from codelearn.index.doc import docstring, first_sentence
 from codelearn.corpus.formats import Vocab
-from codelearn.corpus.units import Unit
+from codelearn.corpus.units import Unit, unit_key
 from codelearn.evaluate.retrieval import MIN_SENTENCE_WORDS
 from codelearn.project import Project
 
@@ -48,7 +48,7 @@ class SearchNeighbours:
         self.only = only
 
     def _allowed(self, hit) -> bool:
-        return self.only is None or f"{hit.source}:{hit.path}:{hit.start_line}" in self.only
+        return self.only is None or unit_key(hit.source, hit.path, hit.start_line) in self.only
 
     def __call__(self, unit: Unit, budget: int) -> list[Unit]:
         depth = self.k + 2 if self.only is None else 3 * (self.k + 2)

@@ -128,7 +128,11 @@ def _meta(folder: Path) -> dict | None:
 
 
 def _read(folder: Path) -> tuple[str, Carried] | None:
-    data = _meta(folder)
+    return _parsed(_meta(folder))
+
+
+def _parsed(data: dict | None) -> tuple[str, Carried] | None:
+    """carry.json's data key and what it carried, or None when it is missing or torn."""
     try:
         return data["key"], Carried(str(data["run_id"]), int(data["steps"]), float(data["seconds"]),
                                     int(data["tokens"]))
@@ -148,7 +152,8 @@ def take(folder: Path, key: str, resume: Path) -> Carried | None:
     there stays), the kept one staying for a refusal. A state kept for other data stays, for
     `warm`; an unreadable one is removed."""
     state, meta = _paths(folder)
-    read, data = _read(folder), _meta(folder) or {}
+    data = _meta(folder) or {}
+    read = _parsed(data)
     if read is None or not (state.is_file() or resume.is_file()):
         drop(folder)
         return None

@@ -61,18 +61,20 @@ def load_weights(torch, path: Path, model) -> bool:
     if set(saved) != {n for n, p in params.items() if p.requires_grad} or any(
             tuple(v.shape) != tuple(params[n].shape) for n, v in saved.items()):
         return False
+    _put_params(torch, params, saved)
+    return True
+
+
+def _put_params(torch, params: dict, saved: dict) -> None:
+    """Copy saved trainable weights into the model's parameters (by name), in their device and dtype."""
     with torch.no_grad():
         for name, value in saved.items():
             params[name].copy_(value.to(params[name].device, params[name].dtype))
-    return True
 
 
 def restore(torch, state: dict, model, optimiser, result: TrainResult) -> None:
     """Put a saved state back: trainable weights, optimiser moments, counters and losses."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state["params"].items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
+    _put_params(torch, dict(model.named_parameters()), state["params"])
     optimiser.load_state_dict(state["optimiser"])
     for field in PROGRESS_FIELDS:
         setattr(result, field, state["progress"][field])
