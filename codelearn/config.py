@@ -149,6 +149,11 @@ class Settings:
         "for machines that cannot download it.")
     forget_tolerance: float = _setting(
         0.02, "The gate refuses a candidate whose loss on general code or chat rises more than this (relative).")
+    forget_scales: str = _setting(
+        "0.75,0.5,0.25", "A candidate refused for forgetting alone is tried again with its learned change "
+        "scaled to each of these in turn (weights part of the way from the base to the candidate: most "
+        "of the repo gain stays, most of the drift goes), and the first that passes every check is "
+        "promoted; empty = refuse at once.")
     gate_targets: int = _setting(24, "Held-out chunks the gate scores both models on.")
     gate_min_gain: float = _setting(
         0.01, "The gate promotes only when held-out repo loss falls by at least this (relative), with and "

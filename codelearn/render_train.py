@@ -28,7 +28,9 @@ def _split_line(dataset: dict) -> str:
 
 
 def _gate_table(gate: dict) -> Table:
-    table = Table(title="gate: serving vs candidate", title_justify="left")
+    scale = gate.get("scale", 1.0)
+    title = "gate: serving vs candidate" + (f" at {scale:g} of its learned change" if scale != 1.0 else "")
+    table = Table(title=title, title_justify="left")
     for column in ("check", "serving", "candidate", "change [interval]", "rule", "result"):
         table.add_column(column)
     for check in gate.get("checks", []):
@@ -95,7 +97,19 @@ def render_train(report, quiet: bool = False) -> None:
         out.print(_search_line(report.search))
     if not quiet and report.gate:
         out.print(_gate_table(report.gate))
+        tries = report.gate.get("tries", [])
+        for tried in tries[:-1] if report.gate.get("promote") else tries[1:]:  # the ones the table is not
+            out.print(_try_line(tried))
     info(report.message + (f" Log: {report.log}" if report.log else ""))
+
+
+def _try_line(tried: dict) -> str:
+    """A strength of the candidate the gate refused (or, refused at every strength, tried after)."""
+    changes = tried.get("changes", {})
+    failed = ", ".join(f"{name} {changes[name]:+.1%}" if name in changes else name for name in tried["failed"])
+    repo = f"; repo loss {changes['repo_loss']:+.1%}" if "repo_loss" in changes else ""
+    strength = "at full strength" if tried["scale"] == 1.0 else f"at {tried['scale']:g} of its learned change"
+    return f"{strength}: failed {failed or '-'}{repo} (forget_scales)"
 
 
 def _stopped(training: dict) -> str:
@@ -122,7 +136,8 @@ def render_history(rows: list[dict]) -> None:
     for row in rows:
         before, after = row["repo_loss_serving"], row["repo_loss_candidate"]
         change = f"{before:.4f} → {after:.4f}" if before is not None and after is not None else "n/a"
-        table.add_row(row["name"], row["added"], row["status"], row["export"] or "", change,
+        export = (row["export"] or "") + (f" at {row['scale']:g}" if row.get("scale", 1.0) != 1.0 else "")
+        table.add_row(row["name"], row["added"], row["status"], export, change,
                       ", ".join(row["failed_checks"]) or "-")
     out.print(table)
 

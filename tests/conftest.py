@@ -169,17 +169,19 @@ def junk_module(seed: int) -> str:
     return "\n".join("zq" * (30 + (seed * 7 + i) % 11) for i in range(120)) + "\n"
 
 
-def _history_repo(root: Path, junk: bool = False) -> Path:
-    """Commits of stdlib modules (or of junk), then one commit of new code no model has seen."""
+def _history_repo(root: Path, junk: bool = False, dialect: bool = False) -> Path:
+    """Commits of stdlib modules (or of junk, or of stdlib code in upper case), then one commit of
+    new code no model has seen (in upper case too for the dialect)."""
     def text(index: int, name: str) -> str:
-        return junk_module(index) if junk else (STDLIB / name).read_text()
+        return junk_module(index) if junk else (STDLIB / name).read_text().upper() if dialect else (
+            STDLIB / name).read_text()
 
     make_repo(root, {f"lib/{HISTORY[0]}": text(0, HISTORY[0])}, "first")
     for index, name in enumerate(HISTORY[1:], 1):
         write_files(root, {f"lib/{name}": text(index, name)})
         git(root, "add", "-A")
         git(root, "commit", "-q", "-m", f"add {name}")
-    write_files(root, {"lib/widgets.py": NEW_CODE})
+    write_files(root, {"lib/widgets.py": NEW_CODE.upper() if dialect else NEW_CODE})
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "widgets")
     return root
@@ -201,6 +203,12 @@ def _train_setup(root: Path, tiny_hf: Path, real_converter: Path, monkeypatch) -
 def train_repo(tmp_path, tiny_hf, real_converter, monkeypatch) -> Path:
     """A repo with history, the tiny model as the served base, fast training settings."""
     return _train_setup(_history_repo(tmp_path / "repo"), tiny_hf, real_converter, monkeypatch)
+
+
+@pytest.fixture
+def dialect_repo(tmp_path, tiny_hf, real_converter, monkeypatch) -> Path:
+    """Stdlib code in upper case: learnable, and a model that learns it unlearns real Python."""
+    return _train_setup(_history_repo(tmp_path / "dialect", dialect=True), tiny_hf, real_converter, monkeypatch)
 
 
 @pytest.fixture

@@ -130,6 +130,21 @@ def test_a_candidate_that_fails_on_the_first_probes_is_refused_without_scoring_t
     assert _check(result, "repo_loss_served").passed and ("repo", "relevant") not in scores["candidate"]
 
 
+def test_only_a_refusal_for_forgetting_alone_may_be_tried_at_a_smaller_step():
+    base = _scores(2.0, searched=1.9)
+    forgetful = _scores(1.7, searched=1.6, chat=1.7, seed=1)  # repo better, chat 13% worse
+    result, _ = staged_decision(_probe_set(), _scorer({"serving": base, "candidate": forgetful, "base": base}, []))
+    assert result.stopped_early and result.forgot_only  # the served check was never scored
+    assert decide(base, forgetful).forgot_only  # scored in full: only forgetting failed
+    assert not decide(base, _scores(1.7, searched=1.6, seed=1)).forgot_only  # promoted
+    # worse at the repo too: a smaller step toward it cannot help
+    assert not decide(base, _scores(2.2, searched=2.1, chat=1.7, seed=1)).forgot_only
+    # nothing scored for the served condition without a failure to explain it: not forgetting alone
+    unserved = _scores(1.7, chat=1.7, seed=1)
+    unserved.pop(("repo", "relevant")), unserved.per_key.pop(("repo", "relevant"))
+    assert not decide(_scores(2.0), unserved).forgot_only
+
+
 def test_a_gain_within_noise_is_refused():
     serving = _scores(2.0, noise=0.05)
     candidate = _scores(2.0 * (1 - 0.0001), noise=0.05, seed=1)  # 0.01% "better"

@@ -18,6 +18,7 @@ from conftest import NEW_CODE, git, make_repo, write_files
 from typer.testing import CliRunner
 
 from codelearn.cli import app
+from codelearn.errors import CodelearnError
 from codelearn.index.indexer import run_index
 from codelearn.models.registry import Registry, resolve_model
 from codelearn.project import open_project
@@ -511,6 +512,97 @@ def test_the_kl_penalty_trains_and_keeps_the_adapted_model_closer_to_the_base(ti
         losses[weight] = result.losses[-1]
     # `losses` are the plain next-token loss: pulled back toward the base, it fits the junk less
     assert losses[5.0] > losses[0.0]
+
+
+def test_a_scaled_adapter_is_the_model_that_far_from_the_base_merged_or_served(tiny_hf, real_converter, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from codelearn.corpus.formats import Encoded
+    from codelearn.llm.llama_backend import LlamaScorer, LlamaVocab
+    from codelearn.models.bases import hf_base
+    from codelearn.train.export import export_adapter, scaled_adapter
+    from codelearn.train.hf import merge_adapter
+    from codelearn.train.trainers.base import TrainConfig
+    from codelearn.train.trainers.peft import PeftTrainer
+
+    ids = AutoTokenizer.from_pretrained(tiny_hf)(NEW_CODE * 4)["input_ids"][:160]
+    config = TrainConfig(max_steps=4, lr=5e-3, grad_accum=2)
+    PeftTrainer().train(tiny_hf, [Encoded(ids, [True] * len(ids))] * 8, config, tmp_path / "full")
+    half = scaled_adapter(tmp_path / "full", 0.5, tmp_path / "half")
+    base = load_file(tiny_hf / "model.safetensors")
+    full = load_file(merge_adapter(tiny_hf, tmp_path / "full", tmp_path / "merged-full") / "model.safetensors")
+    halved = load_file(merge_adapter(tiny_hf, half, tmp_path / "merged-half") / "model.safetensors")
+    moved = [k for k in base if not torch.equal(full[k], base[k])]
+    assert len(moved) >= 7  # every LoRA target of every layer
+    for k in base:  # merged: exactly half of the trained change
+        assert torch.allclose(halved[k] - base[k], 0.5 * (full[k] - base[k]), atol=1e-6), k
+
+    gguf = hf_base(tiny_hf, str(real_converter)).gguf  # served: a LoRA GGUF on the unchanged base
+    vocab = LlamaVocab(gguf)
+    tokens = vocab.tokenize(NEW_CODE)
+    losses = {}
+    for name, adapter in (("base", None), ("half", half), ("full", tmp_path / "full")):
+        lora = export_adapter(gguf, tiny_hf, adapter, tmp_path / f"gguf-{name}",
+                              converter=real_converter).adapter if adapter else None
+        scorer = LlamaScorer(gguf, n_ctx=512, lora_path=lora)
+        losses[name] = float(scorer.score(tokens, [True] * len(tokens))[0].mean())
+    assert losses["base"] > losses["half"] > losses["full"], losses
+    with pytest.raises(CodelearnError, match="forget_scales"):
+        scaled_adapter(tmp_path / "full", 1.5, tmp_path / "more")
+
+
+def test_a_candidate_refused_for_forgetting_alone_is_tried_at_smaller_scales_then_refused(repo, monkeypatch):
+    monkeypatch.setenv("CODELEARN_FORGET_TOLERANCE", "-1")  # every candidate forgets too much
+    monkeypatch.setenv("CODELEARN_FORGET_SCALES", "0.25,0.5")
+    report = run_training(open_project(repo), RunOptions())
+    tries = report.gate["tries"]
+    assert report.status == "rejected" and [t["scale"] for t in tries] == [1.0, 0.5, 0.25]
+    for t in tries:
+        assert not t["promote"] and set(t["failed"]) & {"forgetting_code", "forgetting_chat"}
+        assert set(t["failed"]) <= {"forgetting_code", "forgetting_chat"}, t
+    assert len({t["changes"]["repo_loss"] for t in tries}) == 3  # three models were scored, not one thrice
+    assert report.gate["scale"] == 1.0 and report.export["scale"] == 1.0
+    run_dir = repo / ".codelearn" / "train" / "runs" / report.run_id
+    assert not list(run_dir.glob("scale-*")) and not list(run_dir.glob("**/adapter_config.json"))
+    entry = Registry().get(report.candidate)  # the candidate kept for inspection is the full one
+    assert Path(entry.path).is_file() and entry.metrics["gate"]["tries"] == tries
+    assert "at 0.25 of its learned change" in (run_dir / "train.log").read_text()
+    assert "0.5" in report.message and "0.25" in report.message
+
+    monkeypatch.setenv("CODELEARN_FORGET_SCALES", "")  # off: refused at once
+    assert [t["scale"] for t in run_training(open_project(repo), RunOptions()).gate["tries"]] == [1.0]
+    monkeypatch.setenv("CODELEARN_FORGET_SCALES", "0.5,1.2")
+    with pytest.raises(CodelearnError, match="forget_scales"):
+        run_training(open_project(repo), RunOptions())
+
+
+def test_a_candidate_that_forgot_too_much_is_promoted_at_a_smaller_step_from_the_base(dialect_repo, capsys):
+    # trained on upper-case Python, the tiny model answers chat unlike itself (+20% there, measured)
+    report = run_training(open_project(dialect_repo), RunOptions())  # the default forget_scales
+    tries, chosen = report.gate["tries"], report.gate["scale"]
+    assert report.status == "promoted" and 0 < chosen < 1 and tries[-1]["scale"] == chosen, tries
+    assert tries[0]["scale"] == 1.0 and tries[0]["failed"] == ["forgetting_chat"], tries[0]
+    assert all(t["failed"] and set(t["failed"]) <= {"forgetting_code", "forgetting_chat"} for t in tries[:-1])
+    chat = [t["changes"]["forgetting_chat"] for t in tries]
+    assert chat == sorted(chat, reverse=True) and chat[-1] <= 0.02  # a smaller step drifts less
+    assert tries[-1]["promote"] and tries[-1]["changes"]["repo_loss"] <= -0.01  # and still learned the repo
+    assert tries[-1]["changes"]["repo_loss_served"] <= -0.01
+    entry = Registry().get(report.candidate)
+    assert _serving(dialect_repo) == entry.name and entry.metrics["gate"]["scale"] == chosen
+    assert report.export["scale"] == chosen and f"at {chosen:g} of its learned change" in report.message
+    run_dir = dialect_repo / ".codelearn" / "train" / "runs" / report.run_id
+    assert not list(run_dir.glob("**/*.gguf"))  # the full-strength export deleted, the chosen one registered
+    rows = json.loads(CliRunner().invoke(app, ["models", "history", "-C", str(dialect_repo), "--json"]).stdout)
+    assert rows[-1]["status"] == "serving" and rows[-1]["scale"] == chosen
+    from codelearn.render_train import render_train
+
+    capsys.readouterr()
+    render_train(report)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"gate: serving vs candidate at {chosen:g} of its learned change" in printed
+    assert f"at full strength: failed forgetting_chat {tries[0]['changes']['forgetting_chat']:+.1%}" in printed
 
 
 def test_a_run_tunes_the_search_model_first_when_it_can(repo, monkeypatch):

@@ -105,7 +105,8 @@ def train_history(project, registry: Registry | None = None) -> list[dict]:
                   "promoted earlier" if metrics.get("gate", {}).get("promote") else "refused")
         rows.append({
             "name": entry.name, "added": entry.added, "status": status, "base": entry.base,
-            "export": metrics.get("export"), "commit": metrics.get("commit"),
+            "export": metrics.get("export"), "scale": metrics.get("gate", {}).get("scale", 1.0),
+            "commit": metrics.get("commit"),
             "repo_loss_serving": repo.get("serving"), "repo_loss_candidate": repo.get("candidate"),
             "failed_checks": [n for n, c in checks.items() if not c.get("passed")],
             "training": metrics.get("training", {}), "size": entry.size, "path": entry.path,

@@ -6,10 +6,13 @@ requantize to the serving model's type with llama.cpp's quantizer. `adapter`:
 convert only the LoRA adapter to GGUF and serve it on top of the unchanged base
 (no second quantization: nothing of the training is rounded away). Either way
 the result is loaded and generates a few tokens before anyone may promote it.
+`scaled_adapter` makes a copy of an adapter whose learned change is scaled (a step
+part of the way from the base to the trained model), which either export serves.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -87,6 +90,26 @@ def export_adapter(base_gguf: Path, base_dir: Path, adapter_dir: Path, work: Pat
     _Clock(result)("convert", started)
     result.size = result.adapter.stat().st_size
     return _smoke(result)
+
+
+def scaled_adapter(adapter_dir: Path, scale: float, out_dir: Path) -> Path:
+    """A copy of the PEFT adapter in `adapter_dir` whose change to the base is `scale` times the
+    trained one: LoRA adds (alpha / rank) * B @ A, so scaling alpha scales the change, and both the
+    merge (peft) and llama.cpp's adapter converter read alpha from adapter_config.json. Between the
+    base (0) and the trained model (1), the weights are interpolated (as in WiSE-FT)."""
+    if not 0 < scale <= 1:
+        raise CodelearnError(f"An adapter scale must be in (0, 1], not {scale}.",
+                             'Set forget_scales to numbers between 0 and 1, e.g. "0.75,0.5".')
+    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.copytree(adapter_dir, out_dir)
+    config_file = out_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    if config.get("alpha_pattern") or config.get("rank_pattern"):
+        raise CodelearnError(f"{adapter_dir} has per-module LoRA alphas or ranks; codelearn cannot scale it.",
+                             "Set forget_scales to empty for this trainer.")
+    config["lora_alpha"] = config["lora_alpha"] * scale
+    config_file.write_text(json.dumps(config, indent=2))
+    return out_dir
 
 
 def _smoke(result: ExportResult) -> ExportResult:

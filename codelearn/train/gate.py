@@ -32,6 +32,7 @@ from codelearn.evaluate.metrics import Tally
 from codelearn.evaluate.scoring import Scores, context_gain, loss, random_penalty, served_condition
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not checked"
+FORGETTING = frozenset({"forgetting_code", "forgetting_chat"})
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,15 @@ class GateResult:
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if c.blocks]
+
+    @property
+    def forgot_only(self) -> bool:
+        """Refused for forgetting alone: every failed check is a forgetting check, and nothing else
+        blocks but the checks a failure there left unscored. A smaller step toward the candidate
+        (`nightly`'s forget_scales) may then keep most of its gain and drift less."""
+        failed = {c.name for c in self.checks if c.status == FAILED}
+        unscored = {c.name for c in self.checks if c.status == NOT_CHECKED and c.required}
+        return bool(failed) and failed <= FORGETTING and (self.stopped_early or not unscored)
 
     def summary(self) -> str:
         if self.promote:

@@ -292,6 +292,7 @@ class _Run:
         kind = self.options.export or self.settings.export
         if kind not in ("gguf", "adapter"):
             raise CodelearnError(f"Unknown export {kind!r}.", "Set export to gguf or adapter.")
+        forget_scales(self.settings.forget_scales)  # a typo fails now, not after the night's training
         self.trainer = choose_trainer(self.settings.train_backend)
         self.converter = converter_dir(self.settings.converter_path,
                                        progress=lambda d, t: self.progress("fetching converter", d, t))
@@ -386,20 +387,30 @@ class _Run:
                  "applied" if result.partial_step else "")
 
     def _export(self) -> None:
-        from codelearn.train.export import export_adapter, export_gguf, export_quant
+        self.export = self._export_at(1.0)
+        self.report.export = {**self.export.as_json(), "scale": 1.0}
+
+    def _export_at(self, scale: float):
+        """The candidate as `ask` would serve it; below 1, with its learned change scaled
+        (`scaled_adapter`), in a folder of its own."""
+        from codelearn.train.export import export_adapter, export_gguf, export_quant, scaled_adapter
 
         kind = self.options.export or self.settings.export
-        converter = self.converter
-        self.progress("exporting", 0, 1)
+        work, adapter = self.run_dir, self.run_dir / "adapter"
+        if scale != 1.0:
+            work = self.run_dir / f"scale-{scale:g}"
+            adapter = scaled_adapter(adapter, scale, work / "adapter")
+        label = "exporting" if scale == 1.0 else f"exporting at {scale:g}"
+        self.progress(label, 0, 1)
         if kind == "adapter":
-            self.export = export_adapter(self.base.gguf, self.hf_dir, self.run_dir / "adapter", self.run_dir,
-                                         converter=converter, log_file=self.log_path)
+            export = export_adapter(self.base.gguf, self.hf_dir, adapter, work, converter=self.converter,
+                                    log_file=self.log_path)
         else:
             quant = export_quant(self.settings.export_quant, _file_type(self.serving.path))
-            self.export = export_gguf(self.hf_dir, self.run_dir / "adapter", self.run_dir, quant=quant,
-                                      converter=converter, log_file=self.log_path)
-        self.progress("exporting", 1, 1)
-        self.report.export = self.export.as_json()
+            export = export_gguf(self.hf_dir, adapter, work, quant=quant, converter=self.converter,
+                                 log_file=self.log_path)
+        self.progress(label, 1, 1)
+        return export
 
     def _gate(self) -> None:
         from codelearn.evaluate.scoring import ModelRef, ScoreCache, score_probes, scores_json
@@ -415,18 +426,50 @@ class _Run:
             self.report.gate = self.gate.as_json()
             return
         cache = ScoreCache(self.project.state / "eval" / "scores.jsonl")
+        probes = self._gate_probes()
         refs = {"serving": model_ref(self.serving, "serving"),
-                "candidate": ModelRef("candidate", self.export.model, f"run:{self.report.run_id}",
-                                      self.export.adapter),
                 "base": ModelRef("base", self.base.gguf, self.base.sha256)}
 
-        def score(label: str, probes: list, stage: str):
-            return score_probes(refs[label], probes, self.vocab, cache=cache, threads=s.threads,
-                                progress=lambda d, t: self.progress(f"scoring {label} {stage}", d, t))
+        def judge(scale: float):
+            identity = f"run:{self.report.run_id}" + ("" if scale == 1.0 else f"@{scale:g}")
+            refs["candidate"] = ModelRef("candidate", self.export.model, identity, self.export.adapter)
+            shown = {"candidate": "candidate" if scale == 1.0 else f"candidate at {scale:g}"}
 
-        self.gate, scores = staged_decision(self._gate_probes(), score, rules)
-        self.report.gate = self.gate.as_json()
+            def score(label: str, chosen: list, stage: str):
+                name = shown.get(label, label)
+                return score_probes(refs[label], chosen, self.vocab, cache=cache, threads=s.threads,
+                                    progress=lambda d, t: self.progress(f"scoring {name} {stage}", d, t))
+
+            return staged_decision(probes, score, rules)
+
+        self.gate, scores = judge(1.0)
+        tries, chosen = [_try_json(1.0, self.gate)], 1.0
+        if self.gate.forgot_only:
+            chosen, scores = self._smaller_steps(judge, tries, scores)
+        self.report.export = {**self.export.as_json(), "scale": chosen}
+        self.report.gate = {**self.gate.as_json(), "scale": chosen, "tries": tries}
         self.report.scores = {label: scores_json(scored) for label, scored in scores.items()}
+
+    def _smaller_steps(self, judge: Callable, tries: list[dict], scores: dict) -> tuple[float, dict]:
+        """A candidate refused for forgetting alone, exported and judged again at each of
+        `forget_scales` in turn: the first that passes every check becomes the candidate (the
+        full-strength files are deleted), each that fails is deleted. Returns the scale and scores."""
+        full, gate = self.export, self.gate
+        for scale in forget_scales(self.settings.forget_scales):
+            log.info("refused for forgetting alone at %g (%s): trying the candidate at %g of its learned change",
+                     tries[-1]["scale"], gate.summary(), scale)
+            self.export = self._export_at(scale)
+            gate, scored = judge(scale)
+            tries.append(_try_json(scale, gate))
+            if gate.promote:
+                _remove_export(full, self.run_dir)
+                self.gate = gate
+                return scale, scored
+            _remove_export(self.export, self.run_dir)
+            self.export = full
+            if not gate.forgot_only:
+                break
+        return 1.0, scores
 
     def _gate_probes(self) -> list:
         """The held-out probes, with what `ask`'s own search shows for each target (the served condition)."""
@@ -449,19 +492,28 @@ class _Run:
         entry = register_candidate(self.registry, self.project, self.base, self.export, self.report,
                                    self.data_fingerprint)
         self.report.candidate = entry.name
+        tries = self.report.gate.get("tries", [])
         if self.gate.promote:
             self.registry.promote(self.project.key, entry.name)
             self.report.status = "promoted"
-            self.report.message = f"Promoted {entry.name}: {self.gate.summary()}."
+            scale = self.report.gate.get("scale", 1.0)
+            self.report.message = (f"Promoted {entry.name}: {self.gate.summary()}." if scale == 1.0 else
+                                   f"Promoted {entry.name} at {scale:g} of its learned change (at full strength "
+                                   f"it forgot too much: {', '.join(tries[0]['failed'])}): {self.gate.summary()}.")
             if self.settings.model:
                 self.report.message += (f" The `model` setting ({self.settings.model}) still decides what "
                                         "`ask` uses; clear it to answer with the trained model.")
         else:
             self.report.status = "rejected"
             self.report.message = f"Kept {self.serving.name}; the candidate failed: {self.gate.summary()}."
+            if len(tries) > 1:
+                self.report.message += " With its learned change scaled to " + ", ".join(
+                    f"{t['scale']:g} ({', '.join(t['failed'])})" for t in tries[1:]) + " it failed too."
         for gone in self.registry.prune(self.project.key, self.settings.keep_candidates):
             log.info("pruned old candidate %s", gone.name)
         shutil.rmtree(self.run_dir / "adapter", ignore_errors=True)  # exported; 30+ MB
+        for folder in self.run_dir.glob("scale-*"):  # what they held to serve is registered or deleted
+            shutil.rmtree(folder, ignore_errors=True)
         self._carry_or_forget()
 
     def _start_from(self, config):
@@ -553,6 +605,31 @@ class _Run:
         return resume_key(replace(config, seed=self.lineage.seed(config.seed)), self.base.sha256,
                           self.trainer.name, f"{self.data_fingerprint}:{warm_from}" if warm_from else
                           self.data_fingerprint)
+
+
+def forget_scales(text: str) -> list[float]:
+    """The `forget_scales` setting: the scales to try, largest first."""
+    try:
+        scales = sorted({float(part) for part in text.replace(" ", "").split(",") if part}, reverse=True)
+    except ValueError:
+        scales = [-1.0]
+    if any(not 0 < scale < 1 for scale in scales):
+        raise CodelearnError(f"forget_scales = {text!r}: each must be a number between 0 and 1.",
+                             'Set it in .codelearn.toml like forget_scales = "0.75,0.5", or to "" to refuse at once.')
+    return scales
+
+
+def _try_json(scale: float, gate) -> dict:
+    """One candidate strength the gate judged: what failed, and how much each check moved."""
+    return {"scale": scale, "promote": gate.promote, "failed": [c.name for c in gate.checks if c.status == "failed"],
+            "changes": {c.name: round(c.change, 5) for c in gate.checks if c.change is not None}}
+
+
+def _remove_export(export, run_dir: Path) -> None:
+    """Delete an export that will not be registered (never the base model an adapter sits on)."""
+    for path in (export.adapter, export.model):
+        if path is not None and run_dir in Path(path).parents:
+            Path(path).unlink(missing_ok=True)
 
 
 def warm_key(config, base_sha: str, backend: str) -> str:
