@@ -180,7 +180,10 @@ def test_shell_completion_is_offered_and_completes():
 
     assert "--install-completion" in run("--help").stdout
     script = str(Path(sys.executable).parent / "codelearn")
-    shown = subprocess.run([script, "--show-completion", "bash"], capture_output=True, text=True)
+    # typer finds the shell by walking up the process tree: run under bash, whoever started pytest
+    # (under nohup or cron there is no shell above it, and the lookup fails); `; exit $?` keeps
+    # bash from exec-ing the lone command in its own place
+    shown = subprocess.run(["bash", "-c", f'"{script}" --show-completion; exit $?'], capture_output=True, text=True)
     assert "_CODELEARN_COMPLETE=complete_bash" in shown.stdout
     env = dict(os.environ, _CODELEARN_COMPLETE="complete_bash", COMP_WORDS="codelearn as", COMP_CWORD="1")
     words = subprocess.run([script], capture_output=True, text=True, env=env).stdout.split()
