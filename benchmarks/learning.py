@@ -29,6 +29,12 @@ budget counts the minutes already trained). The curve then holds every checkpoin
     python benchmarks/learning.py --repo . --minutes 110 --checkpoint-minutes 55 --resume --work W --tag long-
     python benchmarks/learning.py --repo . --minutes 165 --checkpoint-minutes 55 --resume --work W --tag long-
 
+Weights part of the way from the base (what the gate's `forget_scales` serves), for a run this
+work folder holds, without training again (`--trained`: its adapter folder):
+
+    python benchmarks/learning.py --repo R --since C --targets 8 --exports adapter --work W --tag fresh- \
+        --trained W/adapterfresh- --scales 0.75,0.5,0.25
+
 A night after a commit (`train_warm_start`): train at an earlier cut and keep the state, then at
 the later cut from that state, against the same from the base:
 
@@ -117,6 +123,12 @@ def main() -> None:
                         help="start the adapter from this saved state's weights (another run's --resume "
                              "state, e.g. at an earlier cut): what a nightly after a commit does "
                              "(train_warm_start); the seed moves on, as there")
+    parser.add_argument("--scales", default="", help="also export each kind with the learned change scaled "
+                        "to these (e.g. 0.75,0.5: weights that part of the way from the base, as the "
+                        "gate's forget_scales serves them), and score them")
+    parser.add_argument("--trained", type=Path, default=None,
+                        help="score this adapter folder (a run's adapter<tag> in the same --work and --since) "
+                             "instead of training")
     parser.add_argument("--gpu-data", type=Path, default=None,
                         help="write this split's encoded samples and probes to this .npz for "
                              "benchmarks/gpu_train.py, and stop before training")
@@ -141,7 +153,7 @@ def main() -> None:
     from codelearn.models.converter import converter_dir
     from codelearn.train.dataset import DataOptions, build_dataset
     from codelearn.train.nightly import resume_key
-    from codelearn.train.export import export_adapter, export_gguf
+    from codelearn.train.export import export_adapter, export_gguf, scaled_adapter
     from codelearn.train.hf import prepare_base
     from codelearn.train.trainers.base import TrainConfig, choose_trainer
     from codelearn.train.trainers.loop import planned_steps, trainable
@@ -205,7 +217,7 @@ def main() -> None:
     if args.resume:
         config = replace(config, resume_file=str(work / f"resume-{args.tag}.pt"),
                          resume_key=resume_key(config, base.sha256, trainer.name, dataset.fingerprint()))
-    else:  # a fresh run: an earlier run's snapshots under this tag are not its curve
+    elif not args.trained:  # a fresh run: an earlier run's snapshots under this tag are not its curve
         shutil.rmtree(adapter_dir / "checkpoints", ignore_errors=True)
 
     shown = set()
@@ -216,10 +228,13 @@ def main() -> None:
             print(f"  step {state.step}/{state.steps} loss {state.loss:.3f} {state.tokens_per_s:.0f} tok/s "
                   f"{state.seconds / 60:.1f} min", flush=True)
 
-    result = timed("train", trainer.train, hf_dir, dataset.encoded, config, adapter_dir, step)
-    if args.warm_from and not result.warm_started:
-        raise SystemExit(f"{args.warm_from} could not be read as a state of this base and LoRA shape")
-    print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
+    if args.trained:
+        adapter_dir, result = args.trained, None
+    else:
+        result = timed("train", trainer.train, hf_dir, dataset.encoded, config, adapter_dir, step)
+        if args.warm_from and not result.warm_started:
+            raise SystemExit(f"{args.warm_from} could not be read as a state of this base and LoRA shape")
+        print(json.dumps({k: v for k, v in result.as_json().items() if k != "losses"}, indent=1))
     converter = converter_dir(project.settings.converter_path)
     def export(kind: str, adapter: Path, name: str):
         folder = work / f"export-{args.tag}{name}"
@@ -229,8 +244,12 @@ def main() -> None:
         return timed(f"export {name}", export_gguf, hf_dir, adapter, folder, quant=kind, converter=converter)
 
     exports = {name: export(name, adapter_dir, name) for name in args.exports.split(",")}
+    for scale in [float(x) for x in args.scales.split(",") if x]:
+        scaled = scaled_adapter(adapter_dir, scale, work / f"scaled-{args.tag}{scale:g}")
+        exports.update({f"{name}x{scale:g}": export(name, scaled, f"{name}x{scale:g}")
+                        for name in args.exports.split(",")})
     curve_kind = args.exports.split(",")[0]
-    for point in curve_points(adapter_dir, result.steps):  # each saved adapter, exported as the first kind
+    for point in curve_points(adapter_dir, result.steps) if result else []:  # each saved adapter, as the first kind
         name = f"{curve_kind}@{point['seconds'] / 60:.0f}min"
         exports[name] = export(curve_kind, Path(point["dir"]), name)
     for name, made in exports.items():
@@ -265,7 +284,9 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory {peak:.0f} MB; timings {json.dumps(clock)}")
     if args.json:
-        args.json.write_text(json.dumps({"machine": this_machine().as_json(), "stats": stats, "training": result.as_json(), "clock": clock,
+        args.json.write_text(json.dumps({"machine": this_machine().as_json(), "stats": stats,
+                                         "training": result.as_json() if result else {"trained": str(args.trained)},
+                                         "clock": clock,
                                          "exports": {n: e.as_json() for n, e in exports.items()},
                                          "table": table, "peak_mb": peak,
                                          "learning": learning_json(scored)}, indent=1, default=str))
