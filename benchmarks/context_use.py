@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -37,7 +38,6 @@ def main() -> None:
     from codelearn.models.registry import Registry, sha256_file
     from codelearn.project import open_project
     from codelearn.train.dataset import DataOptions, build_dataset
-    from dataclasses import replace
 
     print(f"machine: {this_machine().summary()}", flush=True)
     project = open_project(args.work / "repo", {})

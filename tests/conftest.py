@@ -173,8 +173,10 @@ def _history_repo(root: Path, junk: bool = False, dialect: bool = False) -> Path
     """Commits of stdlib modules (or of junk, or of stdlib code in upper case), then one commit of
     new code no model has seen (in upper case too for the dialect)."""
     def text(index: int, name: str) -> str:
-        return junk_module(index) if junk else (STDLIB / name).read_text().upper() if dialect else (
-            STDLIB / name).read_text()
+        if junk:
+            return junk_module(index)
+        code = (STDLIB / name).read_text()
+        return code.upper() if dialect else code
 
     make_repo(root, {f"lib/{HISTORY[0]}": text(0, HISTORY[0])}, "first")
     for index, name in enumerate(HISTORY[1:], 1):

@@ -621,7 +621,9 @@ def forget_scales(text: str) -> list[float]:
 
 def _try_json(scale: float, gate) -> dict:
     """One candidate strength the gate judged: what failed, and how much each check moved."""
-    return {"scale": scale, "promote": gate.promote, "failed": [c.name for c in gate.checks if c.status == "failed"],
+    from codelearn.train.gate import FAILED
+
+    return {"scale": scale, "promote": gate.promote, "failed": [c.name for c in gate.checks if c.status == FAILED],
             "changes": {c.name: round(c.change, 5) for c in gate.checks if c.change is not None}}
 
 
