@@ -152,7 +152,7 @@ def main() -> None:
     from codelearn.models.bases import serving_model, training_base
     from codelearn.models.converter import converter_dir
     from codelearn.train.dataset import DataOptions, build_dataset
-    from codelearn.train.nightly import resume_key
+    from codelearn.train.nightly import forget_scales, resume_key
     from codelearn.train.export import export_adapter, export_gguf, scaled_adapter
     from codelearn.train.hf import prepare_base
     from codelearn.train.trainers.base import TrainConfig, choose_trainer
@@ -244,7 +244,7 @@ def main() -> None:
         return timed(f"export {name}", export_gguf, hf_dir, adapter, folder, quant=kind, converter=converter)
 
     exports = {name: export(name, adapter_dir, name) for name in args.exports.split(",")}
-    for scale in [float(x) for x in args.scales.split(",") if x]:
+    for scale in forget_scales(args.scales):
         scaled = scaled_adapter(adapter_dir, scale, work / f"scaled-{args.tag}{scale:g}")
         exports.update({f"{name}x{scale:g}": export(name, scaled, f"{name}x{scale:g}")
                         for name in args.exports.split(",")})

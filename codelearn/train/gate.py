@@ -91,18 +91,23 @@ class GateResult:
         return [c for c in self.checks if c.blocks]
 
     @property
+    def failures(self) -> list[Check]:
+        """The checks that were scored and failed (not those left unscored)."""
+        return [c for c in self.checks if c.status == FAILED]
+
+    @property
     def forgot_only(self) -> bool:
         """Refused for forgetting alone: every failed check is a forgetting check, and nothing else
         blocks but the checks a failure there left unscored. A smaller step toward the candidate
         (`nightly`'s forget_scales) may then keep most of its gain and drift less."""
-        failed = {c.name for c in self.checks if c.status == FAILED}
+        failed = {c.name for c in self.failures}
         unscored = {c.name for c in self.checks if c.status == NOT_CHECKED and c.required}
         return bool(failed) and failed <= FORGETTING and (self.stopped_early or not unscored)
 
     def summary(self) -> str:
         if self.promote:
             return "all required checks passed"
-        shown = [c for c in self.checks if c.status == FAILED] or self.failed
+        shown = self.failures or self.failed
         text = "; ".join(f"{c.name} {c.status} ({c.rule}: serving {_fmt(c.serving)}, candidate "
                          f"{_fmt(c.candidate)}{_fmt_change(c)})" for c in shown)
         return text + (" (the other checks were not scored: this one decided)" if self.stopped_early else "")
@@ -225,7 +230,7 @@ def staged_decision(probes: list, score: Callable[[str, list, str], Scores], rul
             if scored:
                 scores[label].extend(score(label, scored, f"{number}/{len(stages)}"))
         result = decide(scores["serving"], scores["candidate"], scores["base"], rules)
-        if number < len(stages) and any(c.status == FAILED for c in result.checks):
+        if number < len(stages) and result.failures:
             result.stopped_early = True
             break
     return result, scores

@@ -432,12 +432,12 @@ class _Run:
 
         def judge(scale: float):
             identity = f"run:{self.report.run_id}" + ("" if scale == 1.0 else f"@{scale:g}")
-            refs["candidate"] = ModelRef("candidate", self.export.model, identity, self.export.adapter)
+            models = {**refs, "candidate": ModelRef("candidate", self.export.model, identity, self.export.adapter)}
             shown = {"candidate": "candidate" if scale == 1.0 else f"candidate at {scale:g}"}
 
             def score(label: str, chosen: list, stage: str):
                 name = shown.get(label, label)
-                return score_probes(refs[label], chosen, self.vocab, cache=cache, threads=s.threads,
+                return score_probes(models[label], chosen, self.vocab, cache=cache, threads=s.threads,
                                     progress=lambda d, t: self.progress(f"scoring {name} {stage}", d, t))
 
             return staged_decision(probes, score, rules)
@@ -621,9 +621,7 @@ def forget_scales(text: str) -> list[float]:
 
 def _try_json(scale: float, gate) -> dict:
     """One candidate strength the gate judged: what failed, and how much each check moved."""
-    from codelearn.train.gate import FAILED
-
-    return {"scale": scale, "promote": gate.promote, "failed": [c.name for c in gate.checks if c.status == FAILED],
+    return {"scale": scale, "promote": gate.promote, "failed": [c.name for c in gate.failures],
             "changes": {c.name: round(c.change, 5) for c in gate.checks if c.change is not None}}
 
 
